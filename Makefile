@@ -1,0 +1,49 @@
+# Switchboard: `make run` to serve locally, `make test` to run the whole suite on SQLite and PostgreSQL.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/switchboard_test
+export TEST_DATABASE_URL
+
+.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Set up and serve on http://127.0.0.1:5000 with SQLite at instance/switchboard.db.
+run: install
+	SWITCHBOARD_ENV=development SESSION_COOKIE_SECURE=false $(BIN)/flask --app wsgi db upgrade
+	SWITCHBOARD_ENV=development SESSION_COOKIE_SECURE=false $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000
+
+## The whole suite, twice: SQLite, then PostgreSQL. Never skips PostgreSQL silently.
+test: install-dev
+	$(BIN)/python tests/check_postgres.py
+	@echo "=== pytest on SQLite ==="
+	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@echo "=== pytest on PostgreSQL ($(TEST_DATABASE_URL)) ==="
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-sqlite: install-dev
+	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: install-dev
+	$(BIN)/python tests/check_postgres.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

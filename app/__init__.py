@@ -1,0 +1,85 @@
+"""Switchboard: which AI providers and models an organisation's chat users may use, with whose key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from app.config import ConfigError, load_config
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: config -> extensions -> blueprints -> errors -> CLI. Never queries."""
+    instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get(
+        "SWITCHBOARD_INSTANCE_PATH", str(PROJECT_ROOT / "instance")
+    )
+    app = Flask(
+        __name__,
+        instance_path=instance_path,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_mapping(load_config(app.instance_path, test_config))
+    if app.debug and not app.config["DEVELOPMENT"]:
+        raise ConfigError("FLASK_DEBUG is on outside development: refusing to start.")
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    from app.logging import configure_logging
+
+    configure_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from app.crypto import Keyring
+    from app.db import configure_engine
+    from app.extensions import csrf, db, limiter, login_manager, migrate
+
+    app.extensions["switchboard.keyring"] = Keyring.from_config(app.config["ENCRYPTION_KEYS"])
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(app, db.engine)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True, render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from app.auth.session import init_login
+
+    init_login(app, login_manager)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.admin import bp as admin_bp
+    from app.api import bp as api_bp
+    from app.auth import bp as auth_bp
+    from app.settings import bp as settings_bp
+    from app.web import bp as web_bp
+    from app.web.security import init_security
+
+    app.register_blueprint(web_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(settings_bp, url_prefix="/settings")
+    app.register_blueprint(api_bp, url_prefix="/api/experimental/chats")
+    init_security(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.web.errors import init_errors
+
+    init_errors(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.cli import init_cli
+
+    init_cli(app)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from app.admin import bp
+from app.admin.forms import UserCreateForm
+from app.errors import DomainError
+from app.services import users as user_service
+from app.services.base import Page, parse_uuid
+from app.web.forms import EmptyForm
+from app.web.pagination import page_args
+from app.web.views_helpers import admin_required, apply_error, current_actor
+
+
+@bp.route("/users")
+@admin_required
+def list_users():
+    page = page_args()
+    users, total = user_service.list_users(Page(limit=page.per_page, offset=page.offset))
+    page.total = total
+    key_counts = user_service.key_counts_by_user([u.id for u in users])
+    return render_template("admin/users.html", users=users, total=total, page=page,
+                           key_counts=key_counts, form=UserCreateForm(), action_form=EmptyForm())
+
+
+@bp.route("/users", methods=["POST"])
+@admin_required
+def create_user():
+    form = UserCreateForm()
+    if form.validate_on_submit():
+        try:
+            user = user_service.create_user(current_actor(), form.email.data, form.name.data or "",
+                                            form.password.data, form.role.data)
+        except DomainError as error:
+            apply_error(form, error, "email")
+        else:
+            flash(f"User {user.email} created.", "success")
+            return redirect(url_for("admin.list_users"))
+    page = page_args()
+    users, total = user_service.list_users(Page(limit=page.per_page, offset=page.offset))
+    page.total = total
+    key_counts = user_service.key_counts_by_user([u.id for u in users])
+    return render_template("admin/users.html", users=users, total=total, page=page,
+                           key_counts=key_counts, form=form, action_form=EmptyForm()), 400
+
+
+@bp.route("/users/<user_id>/deactivate", methods=["GET", "POST"])
+@admin_required
+def deactivate_user(user_id: str):
+    """GET asks for confirmation; POST deactivates. :raise 404: unknown user."""
+    try:
+        user = user_service.get_user(parse_uuid(user_id))
+    except DomainError:
+        abort(404)
+    form = EmptyForm()
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            abort(400)
+        try:
+            user_service.deactivate_user(current_actor(), user.id)
+        except DomainError as error:
+            flash(error.message, "error")
+        else:
+            flash(f"{user.email} was deactivated. Their sessions, tokens and keys are gone.", "success")
+        return redirect(url_for("admin.list_users"))
+    key_count = user_service.key_counts_by_user([user.id]).get(user.id, 0)
+    return render_template("admin/user_deactivate.html", user=user, form=form, key_count=key_count)

@@ -1,0 +1,3 @@
+"""JSON routes: filled in by its issue."""
+
+from app.api import bp  # noqa: F401

@@ -1,0 +1,73 @@
+"""Request parsing and response shaping shared by every JSON route."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from flask import jsonify, request
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.errors import InvalidInput, Validation
+from app.services.base import Page
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Body(BaseModel):
+    """Base of every request body: unknown fields are refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def parse_body(schema: type[M]) -> tuple[M, set[str]]:
+    """Validate the JSON body against `schema`; returns the model and the fields that were sent.
+
+    :raise InvalidInput: not a JSON object, an unknown field, or a field of the wrong type.
+    """
+    data = request.get_json(silent=True, force=True) if request.data else None
+    if not isinstance(data, dict):
+        raise InvalidInput("Request body must be valid JSON.")
+    try:
+        model = schema.model_validate(data)
+    except ValidationError as error:
+        validations = []
+        for item in error.errors():
+            field = ".".join(str(p) for p in item["loc"]) or "body"
+            detail = "Unknown field." if item["type"] == "extra_forbidden" else item["msg"]
+            validations.append(Validation(field, detail))
+        raise InvalidInput("Invalid request body.", validations=validations) from None
+    return model, set(data)
+
+
+def page_from_args() -> Page:
+    """`limit` (1..1000) and `offset` (>= 0) from the query string. :raise InvalidInput:"""
+    limit = _int_arg("limit", 1, 1000)
+    offset = _int_arg("offset", 0, None) or 0
+    return Page(limit=limit, offset=offset)
+
+
+def _int_arg(name: str, low: int, high: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidInput("Invalid query parameter.", validations=[Validation(name, f"Must be an integer {bounds}.")])
+    return value
+
+
+def listing(items: list[Any], total: int):
+    response = jsonify(items)
+    response.headers["X-Total-Count"] = str(total)
+    return response
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -1,0 +1,158 @@
+"""Configuration: defaults, then the environment (and `.env`), then a test mapping.
+
+Outside development the app fails fast when a secret it needs is missing; in development
+(`SWITCHBOARD_ENV=development`, which `make run` sets) the secrets are generated once into
+the instance folder so a fresh clone just runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENTS = ("production", "development", "testing")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable, never a secret."""
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false.")
+
+
+def _read_or_create(path: Path, make: Any) -> str:
+    """Return the secret stored at `path`, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Build the settings mapping for `create_app`.
+
+    :raise ConfigError: a required secret is missing outside development, or a value is malformed.
+    """
+    test_config = dict(test_config or {})
+    env_name = test_config.pop("SWITCHBOARD_ENV", None) or os.environ.get(
+        "SWITCHBOARD_ENV", "testing" if test_config.get("TESTING") else "production"
+    )
+    if env_name not in ENVIRONMENTS:
+        raise ConfigError(f"SWITCHBOARD_ENV must be one of {', '.join(ENVIRONMENTS)}.")
+    development = env_name == "development"
+    instance = Path(instance_path)
+
+    def setting(name: str, default: Any = None) -> Any:
+        if name in test_config:
+            return test_config[name]
+        return os.environ.get(name, default)
+
+    secret_key = setting("SECRET_KEY")
+    if not secret_key:
+        if not development:
+            raise ConfigError("SECRET_KEY is not set. Set SECRET_KEY to a long random value.")
+        secret_key = _read_or_create(instance / "secret_key", lambda: secrets.token_urlsafe(48))
+
+    encryption_keys = setting("ENCRYPTION_KEYS")
+    if not encryption_keys:
+        if not development:
+            raise ConfigError(
+                "ENCRYPTION_KEYS is not set. Set ENCRYPTION_KEYS to one or more comma-separated "
+                "base64-encoded 32-byte keys."
+            )
+        encryption_keys = _read_or_create(
+            instance / "encryption_keys",
+            lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
+
+    database_url = setting("DATABASE_URL") or f"sqlite:///{instance / 'switchboard.db'}"
+    if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+
+    secure_default = not development
+    if "SESSION_COOKIE_SECURE" in test_config:
+        cookie_secure = bool(test_config.pop("SESSION_COOKIE_SECURE"))
+    else:
+        cookie_secure = _env_bool("SESSION_COOKIE_SECURE", secure_default)
+
+    allow_byok = setting("ALLOW_BYOK", "true")
+    if isinstance(allow_byok, str):
+        allow_byok = allow_byok.strip().lower() in ("1", "true", "yes", "on")
+
+    config: dict[str, Any] = {
+        "SWITCHBOARD_ENV": env_name,
+        "DEVELOPMENT": development,
+        "SECRET_KEY": secret_key,
+        "ENCRYPTION_KEYS": encryption_keys,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url),
+        "ALLOW_BYOK": bool(allow_byok),
+        "REDIS_URL": setting("REDIS_URL") or None,
+        "PRIVATE_BASE_URL_ALLOWLIST": setting("PRIVATE_BASE_URL_ALLOWLIST", "") or "",
+        # Sessions: signed cookies; the __Host- prefix only when the cookie is Secure.
+        "SESSION_COOKIE_SECURE": cookie_secure,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_NAME": "__Host-session" if cookie_secure else "session",
+        "SESSION_COOKIE_PATH": "/",
+        "REMEMBER_COOKIE_DURATION": 0,
+        "PERMANENT_SESSION_LIFETIME": 60 * 60 * 12,
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "WTF_CSRF_SSL_STRICT": True,
+        # Rate limits: login failures per IP and per email.
+        "LOGIN_RATE_LIMIT": "5 per minute",
+        "RATELIMIT_STORAGE_URI": setting("REDIS_URL") or "memory://",
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_HEADERS_ENABLED": False,
+        # Argon2id at (above) the OWASP minimum: m=19 MiB, t=2, p=1.
+        "ARGON2_TIME_COST": 2,
+        "ARGON2_MEMORY_COST": 19 * 1024,
+        "ARGON2_PARALLELISM": 1,
+        "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+    }
+    # Anything else passed by tests (TESTING, overrides of the above) wins.
+    for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "DATABASE_URL", "ALLOW_BYOK", "REDIS_URL",
+                 "PRIVATE_BASE_URL_ALLOWLIST"):
+        test_config.pop(name, None)
+    if "SQLALCHEMY_ENGINE_OPTIONS" in test_config:
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **config["SQLALCHEMY_ENGINE_OPTIONS"],
+            **test_config.pop("SQLALCHEMY_ENGINE_OPTIONS"),
+        }
+    config.update(test_config)
+    return config
+
+
+def engine_options(database_url: str) -> dict[str, Any]:
+    """Engine settings per backend: bounded waits everywhere, liveness checks on PostgreSQL."""
+    if database_url.startswith("sqlite"):
+        # The busy timeout is set per connection (see app/db.py).
+        return {"connect_args": {"timeout": 15}}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": int(os.environ.get("DB_POOL_SIZE", "10")),
+        "max_overflow": int(os.environ.get("DB_MAX_OVERFLOW", "10")),
+        "pool_timeout": 10,
+        "connect_args": {
+            "connect_timeout": 5,
+            "options": "-c statement_timeout=15000 -c lock_timeout=10000 "
+            "-c idle_in_transaction_session_timeout=60000",
+        },
+    }

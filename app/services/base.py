@@ -1,0 +1,123 @@
+"""What every service shares: the acting party, the transaction boundary, row locks, paging."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import InvalidInput, NotFound, Validation
+from app.extensions import db
+
+if TYPE_CHECKING:
+    from app.models import ApiToken, User
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, and from where: passed explicitly to every service that changes something."""
+
+    user: User | None = None
+    token: ApiToken | None = None
+    is_service: bool = False
+    label: str = ""
+    request_id: str | None = None
+    ip: str | None = None
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        return self.user.id if self.user is not None else None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is not None and self.user.role == "admin" and not self.is_service
+
+    @classmethod
+    def system(cls, label: str = "cli") -> Actor:
+        return cls(label=label)
+
+    @classmethod
+    def for_user(cls, user: User, **kw: Any) -> Actor:
+        return cls(user=user, label=user.email, **kw)
+
+
+@contextmanager
+def transaction() -> Iterator[sa.orm.Session]:
+    """Run one use case: commit on success, roll back on any error (then re-raise)."""
+    session = db.session
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def is_unique_violation(error: IntegrityError, constraint: str) -> bool:
+    """True when `error` is the violation of the named unique constraint or index."""
+    orig = error.orig
+    diag = getattr(orig, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return diag.constraint_name == constraint
+    # SQLite names the columns, not the index: match on the index's columns instead.
+    return "UNIQUE constraint failed" in str(orig) and _sqlite_columns_match(str(orig), constraint)
+
+
+def _sqlite_columns_match(text: str, constraint: str) -> bool:
+    for table in db.metadata.tables.values():
+        for item in [*table.indexes, *table.constraints]:
+            if getattr(item, "name", None) == constraint:
+                cols = [f"{table.name}.{c.name}" for c in item.columns]
+                return all(c in text for c in cols)
+    return False
+
+
+def parse_uuid(value: Any, message: str = "Invalid ID.", field: str = "id") -> uuid.UUID:
+    """:raise InvalidInput: `value` is not a UUID."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidInput(message, validations=[Validation(field, "Must be a UUID.")]) from None
+
+
+def lock_one(stmt: sa.Select, *, shared: bool = False) -> Any:
+    """Select one row under a row lock (`FOR UPDATE` / `FOR SHARE` on PostgreSQL).
+
+    On SQLite the write transaction already holds the database write lock from its start.
+    """
+    return db.session.execute(stmt.with_for_update(read=shared)).scalar_one_or_none()
+
+
+def get_or_404(stmt: sa.Select, message: str) -> Any:
+    row = db.session.execute(stmt).scalar_one_or_none()
+    if row is None:
+        raise NotFound(message)
+    return row
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int | None = None
+    offset: int = 0
+
+    def apply(self, stmt: sa.Select) -> sa.Select:
+        if self.offset:
+            stmt = stmt.offset(self.offset)
+        if self.limit is not None:
+            stmt = stmt.limit(self.limit)
+        return stmt
+
+
+def count(stmt: sa.Select) -> int:
+    return db.session.execute(
+        sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())
+    ).scalar_one()

@@ -1,0 +1,44 @@
+"""Password hashing with argon2id (argon2-cffi) at OWASP strength."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+
+MIN_LENGTH = 12
+MAX_LENGTH = 1024
+
+
+@cache
+def _hasher(time_cost: int, memory_cost: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID)
+
+
+def hasher() -> PasswordHasher:
+    c = current_app.config
+    return _hasher(c["ARGON2_TIME_COST"], c["ARGON2_MEMORY_COST"], c["ARGON2_PARALLELISM"])
+
+
+def hash_password(password: str) -> str:
+    return hasher().hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return hasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A real hash to verify against when the email is unknown, so timing does not tell.
+_DUMMY: dict[str, str] = {}
+
+
+def burn_time(password: str) -> None:
+    key = repr(current_app.config["ARGON2_MEMORY_COST"])
+    if key not in _DUMMY:
+        _DUMMY[key] = hash_password("not a real password, only for timing")
+    verify_password(_DUMMY[key], password)

@@ -1,0 +1,174 @@
+"""Secrets at rest: the one place that seals and opens stored keys.
+
+Every encrypted column is declared once in `SECRET_COLUMNS`, with how its associated data is
+built. Sealing and opening go through `seal` and `open_secret`; key management (`dbcrypt`) and
+the startup check walk the same registry, so a new encrypted column is covered everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from app.crypto import DecryptionError, Keyring, associated_data, make_hint
+from app.extensions import db
+from app.models import (
+    AIProviderKey,
+    ChatProvider,
+    EncryptionKey,
+    UserAIProviderKey,
+    UserChatProviderKey,
+)
+
+__all__ = [
+    "SECRET_COLUMNS",
+    "DecryptionError",
+    "SecretColumn",
+    "keyring",
+    "make_hint",
+    "open_secret",
+    "seal",
+]
+
+
+@dataclass(frozen=True)
+class SecretColumn:
+    model: type
+    ciphertext_attr: str
+    digest_attr: str
+    owners: Callable[[Any], tuple]  # the row's owners, bound into the associated data
+
+    @property
+    def table(self) -> str:
+        return self.model.__tablename__
+
+    @property
+    def column(self) -> str:
+        return getattr(self.model, self.ciphertext_attr).property.columns[0].name
+
+    def aad(self, row: Any) -> bytes:
+        return associated_data(self.table, self.column, row.id, *self.owners(row))
+
+
+SECRET_COLUMNS: tuple[SecretColumn, ...] = (
+    SecretColumn(AIProviderKey, "ciphertext", "key_digest", lambda r: (r.provider_id,)),
+    SecretColumn(UserAIProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.ai_provider_id)),
+    SecretColumn(ChatProvider, "api_key_ciphertext", "api_key_digest", lambda r: ()),
+    SecretColumn(UserChatProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.chat_provider_id)),
+)
+_BY_MODEL = {spec.model: spec for spec in SECRET_COLUMNS}
+
+
+def keyring() -> Keyring:
+    """The app's keyring (parsed once at start-up by `create_app`)."""
+    return current_app.extensions["switchboard.keyring"]
+
+
+def spec_for(row: Any) -> SecretColumn:
+    return _BY_MODEL[type(row)]
+
+
+def seal(row: Any, plaintext: str) -> None:
+    """Encrypt `plaintext` into `row` under the primary key, bound to the row's id and owners.
+
+    The row's id and owner columns must be set first. Also sets the hint when the model has one.
+    """
+    spec = spec_for(row)
+    if row.id is None:
+        raise ValueError("assign the row id before sealing")
+    ring = keyring()
+    ensure_key_registered(ring.primary_digest)
+    sealed = ring.encrypt(plaintext.encode(), spec.aad(row))
+    setattr(row, spec.ciphertext_attr, sealed.ciphertext)
+    setattr(row, spec.digest_attr, sealed.digest)
+    hint_attr = "api_key_hint" if spec.model is ChatProvider else "hint"
+    setattr(row, hint_attr, make_hint(plaintext))
+
+
+def open_secret(row: Any) -> str:
+    """Decrypt the secret stored in `row`.
+
+    :raise DecryptionError: tampered, copied from another row, or its key is not configured.
+    """
+    spec = spec_for(row)
+    ciphertext = getattr(row, spec.ciphertext_attr)
+    if ciphertext is None:
+        raise DecryptionError("no secret is stored in this row")
+    return keyring().decrypt(ciphertext, getattr(row, spec.digest_attr), spec.aad(row)).decode()
+
+
+def fingerprint(scope: str, plaintext: str) -> str:
+    return keyring().fingerprint(current_app.config["SECRET_KEY"], scope, plaintext)
+
+
+def ensure_key_registered(digest: str) -> None:
+    """Make sure `encryption_keys` knows `digest` (in the current transaction)."""
+    registered = current_app.extensions.setdefault("switchboard.registered_digests", set())
+    if digest in registered:
+        return
+    if db.session.get(EncryptionKey, digest) is None:
+        try:
+            with db.session.begin_nested():
+                db.session.add(EncryptionKey(digest=digest, test_ciphertext=keyring().test_value(digest)))
+        except IntegrityError:
+            pass  # another process registered it at the same moment
+    registered.add(digest)
+
+
+class StartupCheckError(RuntimeError):
+    """The keys and the database disagree; the message names the problem, never a key."""
+
+
+def check_keys_against_database() -> None:
+    """Refuse to serve when the configured keys cannot read what the database holds.
+
+    Registers configured keys that are new; fails when a configured key's test value does not
+    decrypt, when the primary key has been revoked, or when rows are encrypted under a digest
+    that is not configured. Skips silently on a database that has no tables yet.
+
+    :raise StartupCheckError:
+    """
+    ring = keyring()
+    inspector = sa.inspect(db.engine)
+    if not inspector.has_table(EncryptionKey.__tablename__):
+        return
+    known = {k.digest: k for k in db.session.execute(sa.select(EncryptionKey)).scalars()}
+    for digest in ring.digests:
+        row = known.get(digest)
+        if row is None:
+            continue
+        if not ring.check_test_value(digest, row.test_ciphertext):
+            raise StartupCheckError(
+                f"ENCRYPTION_KEYS: the key with digest {digest} does not decrypt its stored test "
+                "value; this is not the key that was registered under that digest."
+            )
+    primary = known.get(ring.primary_digest)
+    if primary is not None and primary.revoked_at is not None:
+        raise StartupCheckError(
+            f"ENCRYPTION_KEYS: the first (primary) key, digest {ring.primary_digest}, was revoked; "
+            "put a current key first."
+        )
+    missing: list[str] = []
+    for spec in SECRET_COLUMNS:
+        if not inspector.has_table(spec.table):
+            continue
+        digest_col = getattr(spec.model, spec.digest_attr)
+        used = db.session.execute(
+            sa.select(digest_col).where(digest_col.is_not(None)).distinct()
+        ).scalars()
+        missing += [f"{spec.table}: {d}" for d in used if not ring.knows(d)]
+    if missing:
+        raise StartupCheckError(
+            "ENCRYPTION_KEYS: rows are encrypted under key digests that are not configured ("
+            + ", ".join(sorted(set(missing)))
+            + "). Add the missing key to ENCRYPTION_KEYS, or run `dbcrypt delete --yes` if it is lost."
+        )
+    for digest in ring.digests:
+        if digest not in known:
+            ensure_key_registered(digest)
+    db.session.commit()

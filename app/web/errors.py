@@ -1,0 +1,111 @@
+"""One error mapping for the whole app: JSON under /api/, HTML pages elsewhere."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from app.errors import DomainError
+from app.extensions import db
+
+RETRY_AFTER_SECONDS = "5"
+
+_HTTP_MESSAGES = {
+    400: "Bad request.",
+    401: "Unauthorized.",
+    403: "Forbidden.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+    415: "Unsupported media type.",
+    429: "Too many requests.",
+    500: "Internal error.",
+    503: "Service temporarily unavailable.",
+}
+
+_PAGE_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "Method not allowed",
+    413: "Too large",
+    429: "Too many attempts",
+    500: "Something went wrong",
+    503: "Temporarily unavailable",
+}
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def error_response(status: int, body: dict | None = None, page_message: str | None = None) -> Response:
+    body = body or {"message": _HTTP_MESSAGES.get(status, "Error.")}
+    if wants_json():
+        response = jsonify(body)
+    else:
+        response = current_app.response_class(
+            render_template(
+                "errors/error.html",
+                status=status,
+                title=_PAGE_TITLES.get(status, "Error"),
+                message=page_message or body.get("message"),
+                request_id=getattr(g, "request_id", None),
+            )
+        )
+    response.status_code = status
+    return response
+
+
+def _rollback() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the connection may be gone; the pool will replace it
+        current_app.logger.warning("rollback after error failed", exc_info=True)
+
+
+def init_errors(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def domain_error(error: DomainError):
+        _rollback()
+        response = error_response(error.status, error.to_dict())
+        if error.status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        return error_response(400, {"message": "CSRF token missing or invalid."},
+                              "The form expired or was not sent from this site. Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        status = error.code or 500
+        response = error_response(status)
+        if status == 429:
+            response.headers["Retry-After"] = "60"
+        valid_methods = getattr(error, "valid_methods", None)
+        if status == 405 and valid_methods:
+            response.headers["Allow"] = ", ".join(valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        _rollback()
+        if is_database_unavailable(error):
+            current_app.logger.warning("database unavailable: %s", type(error).__name__)
+            response = error_response(503, {"message": _HTTP_MESSAGES[503]})
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+            return response
+        current_app.logger.exception("unhandled error")
+        request_id = getattr(g, "request_id", None)
+        return error_response(500, {"message": "Internal error.", "request_id": request_id})

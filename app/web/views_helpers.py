@@ -1,0 +1,71 @@
+"""Helpers shared by the HTML blueprints: the acting party, admin guard, safe redirects,
+and turning domain errors into field errors."""
+
+from __future__ import annotations
+
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import abort, flash, g, request
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+
+from app.errors import DomainError
+from app.services.base import Actor
+
+
+def current_actor() -> Actor:
+    user = current_user if current_user.is_authenticated else None
+    return Actor(
+        user=user,
+        label=user.email if user else "anonymous",
+        request_id=getattr(g, "request_id", None),
+        ip=request.remote_addr,
+    )
+
+
+def admin_required(view):
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def safe_next(target: str | None) -> str:
+    """Only ever a path of this app: no scheme, no host, no `//` or backslash tricks."""
+    if not target:
+        return "/"
+    target = target.strip()
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
+        return "/"
+    return target
+
+
+def apply_error(form: FlaskForm, error: DomainError, default_field: str | None = None) -> None:
+    """Show a service error next to the field it concerns; otherwise as a flashed message."""
+    placed = False
+    for v in error.validations:
+        field = getattr(form, v.field, None)
+        if field is not None and hasattr(field, "errors"):
+            _add(field, v.detail)
+            placed = True
+    field_name = error.field or default_field
+    if not placed and field_name and getattr(form, field_name, None) is not None:
+        message = error.message if not error.detail else f"{error.message} {error.detail}"
+        _add(getattr(form, field_name), message)
+        placed = True
+    if not placed:
+        flash(error.message if not error.detail else f"{error.message} {error.detail}", "error")
+
+
+def _add(field, message: str) -> None:
+    if isinstance(field.errors, tuple):
+        field.errors = list(field.errors)
+    field.errors.append(message)
