@@ -26,11 +26,6 @@ from app.services.passwords import (
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
-# Hooks run inside the deactivation transaction (e.g. deleting the user's BYOK keys). Other
-# service modules register here so that page, CLI and API share one deactivation path.
-DEACTIVATION_HOOKS: list = []
-
-
 def normalize_email(email: str | None) -> str:
     return (email or "").strip().lower()
 
@@ -226,10 +221,10 @@ def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
         db.session.execute(
             sa.update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
         )
-        removed = {}
-        for hook in DEACTIVATION_HOOKS:
-            removed.update(hook(user) or {})
-        audit.record(actor, "user.deactivate", "user", user.id, email=user.email, **removed)
+        removed_keys = 0
+        for model in (UserAIProviderKey, UserChatProviderKey):
+            removed_keys += db.session.execute(sa.delete(model).where(model.user_id == user.id)).rowcount
+        audit.record(actor, "user.deactivate", "user", user.id, email=user.email, deleted_user_keys=removed_keys)
     return user
 
 
