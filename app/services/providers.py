@@ -1,0 +1,359 @@
+"""AI providers and their provider-scoped keys (SPEC section 4).
+
+Every rule of a provider lives here: names, types, display names, base URLs, key policies,
+and the key rules shared with user keys (`clean_api_key`). The JSON API and the admin pages
+both call these functions and map the errors they raise.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from app.db import utcnow
+from app.errors import Conflict, InvalidInput, NotFound, Validation
+from app.extensions import db
+from app.models import (
+    KEY_POLICIES,
+    PROVIDER_TYPES,
+    AIProvider,
+    AIProviderKey,
+    ChatModelConfig,
+    UserAIProviderKey,
+)
+from app.services import audit, secrets
+from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.base_urls import normalize_base_url
+
+NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+NAME_MAX = 64
+DISPLAY_NAME_MAX = 128
+RESERVED_PREFIX = "agents-"
+API_KEY_MAX_BYTES = 10240
+
+PROVIDER_NOT_FOUND = "AI provider not found."
+KEY_NOT_FOUND = "AI provider key not found."
+NAME_DETAIL = (
+    "Names must use lowercase letters, numbers, and single hyphens, and cannot use the reserved agents- prefix."
+)
+TYPE_LABELS = {
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "azure": "Azure OpenAI",
+    "bedrock": "AWS Bedrock",
+    "google": "Google",
+    "openai-compat": "OpenAI-compatible",
+    "openrouter": "OpenRouter",
+    "vercel": "Vercel AI Gateway",
+}
+POLICY_LABELS = {
+    "provider_only": "Shared key only",
+    "user_preferred": "User key preferred",
+    "user_only": "User key required",
+}
+
+
+# --- field rules -------------------------------------------------------------------------------
+
+
+def clean_type(raw: Any) -> str:
+    """:raise InvalidInput: "Invalid AI provider type." """
+    if not isinstance(raw, str) or raw not in PROVIDER_TYPES:
+        raise InvalidInput("Invalid AI provider type.", field="type",
+                           validations=[Validation("type", "Must be one of " + ", ".join(PROVIDER_TYPES) + ".")])
+    return raw
+
+
+def clean_name(raw: Any, *, allow_reserved: bool = False) -> str:
+    """Trimmed, lowercase slug of at most 64 characters, not under the reserved prefix.
+
+    :raise InvalidInput: "Invalid AI provider name." with the rule as detail.
+    """
+    name = raw.strip() if isinstance(raw, str) else ""
+    if (
+        not name
+        or len(name) > NAME_MAX
+        or not NAME_RE.match(name)
+        or (name.startswith(RESERVED_PREFIX) and not allow_reserved)
+    ):
+        raise InvalidInput("Invalid AI provider name.", detail=NAME_DETAIL, field="name")
+    return name
+
+
+def clean_display_name(raw: Any) -> str:
+    if raw is None:
+        return ""
+    value = raw.strip() if isinstance(raw, str) else None
+    if value is None or len(value) > DISPLAY_NAME_MAX:
+        raise InvalidInput("Invalid display name.", detail=f"Display names are at most {DISPLAY_NAME_MAX} characters.",
+                           field="display_name")
+    return value
+
+
+def clean_key_policy(raw: Any) -> str:
+    if not isinstance(raw, str) or raw not in KEY_POLICIES:
+        raise InvalidInput("Invalid key policy.", detail="Use one of " + ", ".join(KEY_POLICIES) + ".",
+                           field="key_policy")
+    return raw
+
+
+def clean_base_url(raw: Any) -> str:
+    if raw is not None and not isinstance(raw, str):
+        raise InvalidInput("Invalid provider base URL.", detail="Must be a string.", field="base_url")
+    return normalize_base_url(raw, current_app.config.get("PRIVATE_BASE_URL_ALLOWLIST", ""))
+
+
+def clean_api_key(raw: Any) -> str:
+    """The key rules shared by provider keys and user keys: trimmed, not empty, at most 10240 bytes.
+
+    :raise InvalidInput: "API key is required." or "API key too large."
+    """
+    key = raw.strip() if isinstance(raw, str) else ""
+    if not key:
+        raise InvalidInput("API key is required.", field="api_key")
+    if len(key.encode()) > API_KEY_MAX_BYTES:
+        raise InvalidInput("API key too large.", detail=f"API key exceeds maximum size of {API_KEY_MAX_BYTES} bytes",
+                           field="api_key")
+    return key
+
+
+def byok_enabled(provider: AIProvider) -> bool:
+    return bool(current_app.config["ALLOW_BYOK"]) and provider.key_policy != "provider_only"
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def _live(provider_id: uuid.UUID) -> sa.Select:
+    return sa.select(AIProvider).where(AIProvider.id == provider_id, AIProvider.deleted.is_(False))
+
+
+def get_provider(provider_id: Any) -> AIProvider:
+    """A live provider. :raise InvalidInput: malformed id. :raise NotFound: missing or deleted."""
+    provider = db.session.execute(_live(parse_uuid(provider_id))).scalar_one_or_none()
+    if provider is None:
+        raise NotFound(PROVIDER_NOT_FOUND)
+    return provider
+
+
+def list_providers(page: Page = Page()) -> tuple[list[AIProvider], int]:
+    """Live providers, disabled included, ordered by name."""
+    stmt = sa.select(AIProvider).where(AIProvider.deleted.is_(False))
+    total = count(stmt)
+    rows = db.session.execute(page.apply(stmt.order_by(AIProvider.name, AIProvider.id))).scalars().all()
+    return list(rows), total
+
+
+@dataclass(frozen=True)
+class ProviderFacts:
+    key_count: int = 0
+    user_key_count: int = 0
+    model_count: int = 0
+
+    @property
+    def has_provider_api_key(self) -> bool:
+        return self.key_count > 0
+
+
+def provider_facts(provider_ids: list[uuid.UUID]) -> dict[uuid.UUID, ProviderFacts]:
+    """Key, user-key and live-model counts for many providers, in one query."""
+    if not provider_ids:
+        return {}
+    keys = (sa.select(sa.func.count()).select_from(AIProviderKey)
+            .where(AIProviderKey.provider_id == AIProvider.id).scalar_subquery())
+    user_keys = (sa.select(sa.func.count()).select_from(UserAIProviderKey)
+                 .where(UserAIProviderKey.ai_provider_id == AIProvider.id).scalar_subquery())
+    models = (sa.select(sa.func.count()).select_from(ChatModelConfig)
+              .where(ChatModelConfig.ai_provider_id == AIProvider.id, ChatModelConfig.deleted.is_(False))
+              .scalar_subquery())
+    rows = db.session.execute(
+        sa.select(AIProvider.id, keys, user_keys, models).where(AIProvider.id.in_(provider_ids))
+    )
+    return {pid: ProviderFacts(k, u, m) for pid, k, u, m in rows}
+
+
+def list_keys(provider_id: Any) -> list[AIProviderKey]:
+    """A live provider's keys, oldest first. :raise NotFound: unknown provider."""
+    provider = get_provider(provider_id)
+    return list(db.session.execute(
+        sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider.id)
+        .order_by(AIProviderKey.created_at, AIProviderKey.id)
+    ).scalars())
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def create_provider(
+    actor: Actor,
+    *,
+    type: Any,
+    name: Any,
+    display_name: Any = None,
+    enabled: Any = None,
+    base_url: Any = None,
+    key_policy: Any = None,
+) -> AIProvider:
+    """Register a provider.
+
+    :raise InvalidInput: a field breaks its rule. :raise Conflict: a live provider has this name.
+    """
+    provider = AIProvider(
+        id=uuid.uuid4(),
+        type=clean_type(type),
+        name=clean_name(name),
+        display_name=clean_display_name(display_name),
+        enabled=True if enabled is None else bool(enabled),
+        base_url=clean_base_url(base_url),
+        key_policy="provider_only" if key_policy is None else clean_key_policy(key_policy),
+    )
+    with transaction():
+        db.session.add(provider)
+        _flush_or_conflict()
+        audit.record(actor, "provider.create", "ai_provider", provider.id, name=provider.name,
+                     type=provider.type, key_policy=provider.key_policy, enabled=provider.enabled)
+    return provider
+
+
+UPDATABLE = ("name", "display_name", "enabled", "base_url", "key_policy")
+
+
+def update_provider(actor: Actor, provider_id: Any, changes: dict[str, Any]) -> AIProvider:
+    """Change any of name, display name, enabled, base URL and key policy, with the row locked.
+
+    :raise InvalidInput: an unknown or immutable field, or a bad value. :raise NotFound:
+    :raise Conflict: the new name is taken.
+    """
+    pid = parse_uuid(provider_id)
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise InvalidInput("Invalid request body.",
+                           validations=[Validation(f, "This field cannot be changed.") for f in unknown])
+    cleaners = {
+        "name": clean_name,
+        "display_name": clean_display_name,
+        "enabled": bool,
+        "base_url": clean_base_url,
+        "key_policy": clean_key_policy,
+    }
+    cleaned = {field: cleaners[field](value) for field, value in changes.items()}
+    with transaction():
+        provider = lock_one(_live(pid))
+        if provider is None:
+            raise NotFound(PROVIDER_NOT_FOUND)
+        changed = {f: v for f, v in cleaned.items() if getattr(provider, f) != v}
+        for field, value in changed.items():
+            setattr(provider, field, value)
+        if changed:
+            provider.updated_at = utcnow()
+            _flush_or_conflict()
+            audit.record(actor, "provider.update", "ai_provider", provider.id,
+                         fields=sorted(changed), **{k: v for k, v in changed.items() if k != "base_url"})
+    return provider
+
+
+def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
+    """Delete a provider in one transaction with its row locked: soft-delete its model configs
+    (promoting another live config to default if the default went), hard-delete its keys and
+    every user's key for it, then soft-delete the provider. Returns what went with it.
+
+    :raise NotFound: missing or already deleted.
+    """
+    from app.services.model_configs import promote_default_if_missing
+
+    pid = parse_uuid(provider_id)
+    with transaction():
+        provider = lock_one(_live(pid))
+        if provider is None:
+            raise NotFound(PROVIDER_NOT_FOUND)
+        now = utcnow()
+        configs = db.session.execute(
+            sa.update(ChatModelConfig)
+            .where(ChatModelConfig.ai_provider_id == pid, ChatModelConfig.deleted.is_(False))
+            .values(deleted=True, deleted_at=now, is_default=False, updated_at=now)
+        ).rowcount
+        keys = db.session.execute(sa.delete(AIProviderKey).where(AIProviderKey.provider_id == pid)).rowcount
+        user_keys = db.session.execute(
+            sa.delete(UserAIProviderKey).where(UserAIProviderKey.ai_provider_id == pid)
+        ).rowcount
+        provider.deleted = True
+        provider.enabled = False
+        provider.deleted_at = now
+        provider.updated_at = now
+        db.session.flush()
+        if configs:
+            promote_default_if_missing(actor)
+        removed = {"keys": keys, "user_keys": user_keys, "model_configs": configs}
+        audit.record(actor, "provider.delete", "ai_provider", provider.id, name=provider.name,
+                     deleted_key_count=keys, deleted_user_key_count=user_keys, deleted_model_config_count=configs)
+    return removed
+
+
+def add_key(actor: Actor, provider_id: Any, api_key: Any) -> AIProviderKey:
+    """Store a new key for a live provider; the provider is read under a shared lock in the
+    same transaction, so a concurrent deletion cannot leave the key behind.
+
+    :raise InvalidInput: malformed id, empty or too large key. :raise NotFound: no live provider.
+    :raise Conflict: "API key already exists." on this provider.
+    """
+    pid = parse_uuid(provider_id)
+    plaintext = clean_api_key(api_key)
+    with transaction():
+        provider = lock_one(_live(pid), shared=True)
+        if provider is None:
+            raise NotFound(PROVIDER_NOT_FOUND)
+        key = AIProviderKey(id=uuid.uuid4(), provider_id=provider.id,
+                            fingerprint=secrets.fingerprint(f"ai_provider:{provider.id}", plaintext))
+        secrets.seal(key, plaintext)
+        db.session.add(key)
+        try:
+            with db.session.begin_nested():
+                db.session.flush()
+        except IntegrityError as error:
+            if is_unique_violation(error, "uq_ai_provider_keys_provider_fingerprint"):
+                raise Conflict("API key already exists.", field="api_key") from None
+            raise
+        audit.record(actor, "provider_key.create", "ai_provider_key", key.id, provider_id=provider.id,
+                     key_hint=key.hint)
+    return key
+
+
+def delete_key(actor: Actor, provider_id: Any, key_id: Any) -> None:
+    """Delete one key (its ciphertext goes with the row).
+
+    :raise NotFound: "AI provider key not found." when missing or it belongs to another provider.
+    """
+    pid, kid = parse_uuid(provider_id), parse_uuid(key_id, field="key_id")
+    with transaction():
+        provider = lock_one(_live(pid), shared=True)
+        if provider is None:
+            raise NotFound(PROVIDER_NOT_FOUND)
+        deleted = db.session.execute(
+            sa.delete(AIProviderKey).where(AIProviderKey.id == kid, AIProviderKey.provider_id == pid)
+        ).rowcount
+        if not deleted:
+            raise NotFound(KEY_NOT_FOUND)
+        audit.record(actor, "provider_key.delete", "ai_provider_key", kid, provider_id=pid)
+
+
+def oldest_key(provider_id: uuid.UUID) -> AIProviderKey | None:
+    return db.session.execute(
+        sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider_id)
+        .order_by(AIProviderKey.created_at, AIProviderKey.id).limit(1)
+    ).scalar_one_or_none()
+
+
+def _flush_or_conflict() -> None:
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as error:
+        if is_unique_violation(error, "uq_ai_providers_name_live"):
+            raise Conflict("AI provider already exists.", field="name") from None
+        raise
