@@ -65,8 +65,8 @@ POLICY_LABELS = {
 def clean_type(raw: Any) -> str:
     """:raise InvalidInput: "Invalid AI provider type." """
     if not isinstance(raw, str) or raw not in PROVIDER_TYPES:
-        raise InvalidInput("Invalid AI provider type.", field="type",
-                           validations=[Validation("type", "Must be one of " + ", ".join(PROVIDER_TYPES) + ".")])
+        raise InvalidInput("Invalid AI provider type.", detail="Use one of " + ", ".join(PROVIDER_TYPES) + ".",
+                           field="type")
     return raw
 
 
@@ -86,17 +86,38 @@ def clean_name(raw: Any, *, allow_reserved: bool = False) -> str:
     return name
 
 
+def _is_text(value: str) -> bool:
+    """False for strings that cannot be stored as UTF-8 (lone surrogates from JSON escapes)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def clean_display_name(raw: Any) -> str:
+    """Trimmed, at most 128 characters; empty means none (responses then show the name).
+
+    :raise InvalidInput: "Invalid display name."
+    """
     if raw is None:
         return ""
     value = raw.strip() if isinstance(raw, str) else None
-    if value is None or len(value) > DISPLAY_NAME_MAX:
+    if value is None or len(value) > DISPLAY_NAME_MAX or not _is_text(value):
         raise InvalidInput("Invalid display name.", detail=f"Display names are at most {DISPLAY_NAME_MAX} characters.",
                            field="display_name")
     return value
 
 
+def clean_enabled(raw: Any) -> bool:
+    """:raise InvalidInput: not a boolean (strings such as "false" are refused, not guessed)."""
+    if not isinstance(raw, bool):
+        raise InvalidInput("Invalid request body.", validations=[Validation("enabled", "Must be true or false.")])
+    return raw
+
+
 def clean_key_policy(raw: Any) -> str:
+    """:raise InvalidInput: "Invalid key policy." """
     if not isinstance(raw, str) or raw not in KEY_POLICIES:
         raise InvalidInput("Invalid key policy.", detail="Use one of " + ", ".join(KEY_POLICIES) + ".",
                            field="key_policy")
@@ -104,8 +125,15 @@ def clean_key_policy(raw: Any) -> str:
 
 
 def clean_base_url(raw: Any) -> str:
+    """Empty (the type's default endpoint) or a normalised URL the base-URL policy accepts.
+
+    :raise InvalidInput: "Invalid provider base URL." with the reason as detail.
+    """
     if raw is not None and not isinstance(raw, str):
         raise InvalidInput("Invalid provider base URL.", detail="Must be a string.", field="base_url")
+    if raw is not None and not _is_text(raw):
+        raise InvalidInput("Invalid provider base URL.", detail="The URL contains invalid characters.",
+                           field="base_url")
     return normalize_base_url(raw, current_app.config.get("PRIVATE_BASE_URL_ALLOWLIST", ""))
 
 
@@ -117,6 +145,8 @@ def clean_api_key(raw: Any) -> str:
     key = raw.strip() if isinstance(raw, str) else ""
     if not key:
         raise InvalidInput("API key is required.", field="api_key")
+    if not _is_text(key):
+        raise InvalidInput("Invalid API key.", detail="API keys must be valid UTF-8 text.", field="api_key")
     if len(key.encode()) > API_KEY_MAX_BYTES:
         raise InvalidInput("API key too large.", detail=f"API key exceeds maximum size of {API_KEY_MAX_BYTES} bytes",
                            field="api_key")
@@ -124,6 +154,7 @@ def clean_api_key(raw: Any) -> str:
 
 
 def byok_enabled(provider: AIProvider) -> bool:
+    """Users may bring their own key: the deployment allows it and the policy is not provider_only."""
     return bool(current_app.config["ALLOW_BYOK"]) and provider.key_policy != "provider_only"
 
 
@@ -132,6 +163,11 @@ def byok_enabled(provider: AIProvider) -> bool:
 
 def _live(provider_id: uuid.UUID) -> sa.Select:
     return sa.select(AIProvider).where(AIProvider.id == provider_id, AIProvider.deleted.is_(False))
+
+
+def _lock_live(provider_id: uuid.UUID, *, shared: bool = False) -> AIProvider | None:
+    """The live provider under a row lock, refreshed from the row (not a copy read earlier in the session)."""
+    return lock_one(_live(provider_id).execution_options(populate_existing=True), shared=shared)
 
 
 def get_provider(provider_id: Any) -> AIProvider:
@@ -180,11 +216,35 @@ def provider_facts(provider_ids: list[uuid.UUID]) -> dict[uuid.UUID, ProviderFac
 
 def list_keys(provider_id: Any) -> list[AIProviderKey]:
     """A live provider's keys, oldest first. :raise NotFound: unknown provider."""
+    return page_keys(provider_id)[0]
+
+
+def page_keys(provider_id: Any, page: Page = Page()) -> tuple[list[AIProviderKey], int]:
+    """One page of a live provider's keys, oldest first, and how many it has.
+
+    :raise InvalidInput: malformed id. :raise NotFound: unknown provider.
+    """
     provider = get_provider(provider_id)
-    return list(db.session.execute(
-        sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider.id)
-        .order_by(AIProviderKey.created_at, AIProviderKey.id)
-    ).scalars())
+    stmt = sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider.id)
+    total = count(stmt)
+    rows = db.session.execute(page.apply(stmt.order_by(AIProviderKey.created_at, AIProviderKey.id))).scalars()
+    return list(rows), total
+
+
+def get_key(provider_id: Any, key_id: Any) -> AIProviderKey:
+    """One key of a live provider (for a confirmation page; the row holds only ciphertext and hint).
+
+    :raise InvalidInput: malformed id. :raise NotFound: unknown provider, or the key is missing
+    or belongs to another provider.
+    """
+    provider = get_provider(provider_id)
+    key = db.session.execute(
+        sa.select(AIProviderKey).where(AIProviderKey.id == parse_uuid(key_id, field="key_id"),
+                                       AIProviderKey.provider_id == provider.id)
+    ).scalar_one_or_none()
+    if key is None:
+        raise NotFound(KEY_NOT_FOUND)
+    return key
 
 
 # --- writes ------------------------------------------------------------------------------------
@@ -204,12 +264,15 @@ def create_provider(
 
     :raise InvalidInput: a field breaks its rule. :raise Conflict: a live provider has this name.
     """
+    now = utcnow()
     provider = AIProvider(
         id=uuid.uuid4(),
+        created_at=now,
+        updated_at=now,
         type=clean_type(type),
         name=clean_name(name),
         display_name=clean_display_name(display_name),
-        enabled=True if enabled is None else bool(enabled),
+        enabled=True if enabled is None else clean_enabled(enabled),
         base_url=clean_base_url(base_url),
         key_policy="provider_only" if key_policy is None else clean_key_policy(key_policy),
     )
@@ -227,6 +290,9 @@ UPDATABLE = ("name", "display_name", "enabled", "base_url", "key_policy")
 def update_provider(actor: Actor, provider_id: Any, changes: dict[str, Any]) -> AIProvider:
     """Change any of name, display name, enabled, base URL and key policy, with the row locked.
 
+    `type` is immutable. A provider migrated from legacy may keep its reserved `agents-` name,
+    but no provider may be renamed into that prefix.
+
     :raise InvalidInput: an unknown or immutable field, or a bad value. :raise NotFound:
     :raise Conflict: the new name is taken.
     """
@@ -236,17 +302,21 @@ def update_provider(actor: Actor, provider_id: Any, changes: dict[str, Any]) -> 
         raise InvalidInput("Invalid request body.",
                            validations=[Validation(f, "This field cannot be changed.") for f in unknown])
     cleaners = {
-        "name": clean_name,
+        # A provider migrated from legacy keeps its reserved name; renaming *to* one is checked below.
+        "name": lambda value: clean_name(value, allow_reserved=True),
         "display_name": clean_display_name,
-        "enabled": bool,
+        "enabled": clean_enabled,
         "base_url": clean_base_url,
         "key_policy": clean_key_policy,
     }
     cleaned = {field: cleaners[field](value) for field, value in changes.items()}
     with transaction():
-        provider = lock_one(_live(pid))
+        provider = _lock_live(pid)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
+        new_name = cleaned.get("name", provider.name)
+        if new_name != provider.name and new_name.startswith(RESERVED_PREFIX):
+            raise InvalidInput("Invalid AI provider name.", detail=NAME_DETAIL, field="name")
         changed = {f: v for f, v in cleaned.items() if getattr(provider, f) != v}
         for field, value in changed.items():
             setattr(provider, field, value)
@@ -269,7 +339,7 @@ def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
 
     pid = parse_uuid(provider_id)
     with transaction():
-        provider = lock_one(_live(pid))
+        provider = _lock_live(pid)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
         now = utcnow()
@@ -299,16 +369,19 @@ def add_key(actor: Actor, provider_id: Any, api_key: Any) -> AIProviderKey:
     """Store a new key for a live provider; the provider is read under a shared lock in the
     same transaction, so a concurrent deletion cannot leave the key behind.
 
+    Checks in this order (as for user keys): malformed id, live provider, then the key rules.
+
     :raise InvalidInput: malformed id, empty or too large key. :raise NotFound: no live provider.
     :raise Conflict: "API key already exists." on this provider.
     """
     pid = parse_uuid(provider_id)
-    plaintext = clean_api_key(api_key)
     with transaction():
-        provider = lock_one(_live(pid), shared=True)
+        provider = _lock_live(pid, shared=True)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
-        key = AIProviderKey(id=uuid.uuid4(), provider_id=provider.id,
+        plaintext = clean_api_key(api_key)
+        now = utcnow()
+        key = AIProviderKey(id=uuid.uuid4(), provider_id=provider.id, created_at=now, updated_at=now,
                             fingerprint=secrets.fingerprint(f"ai_provider:{provider.id}", plaintext))
         secrets.seal(key, plaintext)
         db.session.add(key)
@@ -331,7 +404,7 @@ def delete_key(actor: Actor, provider_id: Any, key_id: Any) -> None:
     """
     pid, kid = parse_uuid(provider_id), parse_uuid(key_id, field="key_id")
     with transaction():
-        provider = lock_one(_live(pid), shared=True)
+        provider = _lock_live(pid, shared=True)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
         deleted = db.session.execute(
@@ -343,6 +416,7 @@ def delete_key(actor: Actor, provider_id: Any, key_id: Any) -> None:
 
 
 def oldest_key(provider_id: uuid.UUID) -> AIProviderKey | None:
+    """The key that serves a provider's requests: its oldest (created_at, then id), or None."""
     return db.session.execute(
         sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider_id)
         .order_by(AIProviderKey.created_at, AIProviderKey.id).limit(1)

@@ -1,0 +1,35 @@
+"""Request bodies of the provider routes: shape only.
+
+Every field is optional so that a missing or empty value reaches the service, which answers with
+the message of the spec (a missing `type` is "Invalid AI provider type.", a missing `api_key` is
+"API key is required."). Values of the wrong JSON type and unknown fields are refused here with
+"Invalid request body." and a validation naming the field. Other route modules keep their bodies
+in their own schema modules.
+"""
+
+from __future__ import annotations
+
+from app.api.util import Body
+
+
+class ProviderCreate(Body):
+    type: str | None = None
+    name: str | None = None
+    display_name: str | None = None
+    enabled: bool | None = None
+    base_url: str | None = None
+    key_policy: str | None = None
+
+
+class ProviderUpdate(Body):
+    # `type` is part of the shape only so the service can refuse it by name: it is immutable.
+    type: str | None = None
+    name: str | None = None
+    display_name: str | None = None
+    enabled: bool | None = None
+    base_url: str | None = None
+    key_policy: str | None = None
+
+
+class ProviderKeyCreate(Body):
+    api_key: str | None = None
