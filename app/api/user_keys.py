@@ -1,3 +1,56 @@
-"""JSON routes: filled in by its issue."""
+"""JSON routes for the caller's own provider keys (SPEC section 5): always the caller's keys."""
 
-from app.api import bp  # noqa: F401
+from __future__ import annotations
+
+from flask import jsonify
+
+from app.api import bp
+from app.api.auth import access, actor
+from app.api.serializers import provider_summary
+from app.api.util import Body, listing, page_from_args, parse_body
+from app.services import user_keys
+from app.services.user_keys import UserKeyConfig
+
+
+class UserKeyBody(Body):
+    # Optional here so that a missing or null key gets the service's "API key is required."
+    api_key: str | None = None
+
+
+def user_key_config_dict(config: UserKeyConfig) -> dict:
+    return {
+        "provider": provider_summary(config.provider),
+        "has_user_api_key": config.has_user_api_key,
+        "has_provider_api_key": config.has_provider_api_key,
+        "byok_enabled": config.byok_enabled,
+        "hint": config.hint,
+    }
+
+
+@bp.get("/user-ai-provider-keys")
+@access("user")
+def list_user_keys():
+    """The caller's key configs, ordered by provider name (`limit`, `offset`, `X-Total-Count`)."""
+    configs, total = user_keys.list_user_keys(actor(), page_from_args())
+    return listing([user_key_config_dict(c) for c in configs], total)
+
+
+@bp.put("/user-ai-provider-keys/<provider_id>")
+@access("user")
+def put_user_key(provider_id: str):
+    """Save the caller's key for a provider. The body is parsed only when the service reaches
+    the key rules, so BYOK-off (403) and the provider checks come first.
+
+    :raise 403: BYOK is disabled. :raise 400: malformed id, disabled provider, provider that
+    does not allow user keys, bad body or key. :raise 404: no live provider.
+    """
+    config = user_keys.upsert_user_key(actor(), provider_id, lambda: parse_body(UserKeyBody)[0].api_key)
+    return jsonify(user_key_config_dict(config))
+
+
+@bp.delete("/user-ai-provider-keys/<provider_id>")
+@access("user")
+def delete_user_key(provider_id: str):
+    """Delete the caller's key for a provider; 204 whether or not one existed. :raise 400: malformed id."""
+    user_keys.delete_user_key(actor(), provider_id)
+    return "", 204
