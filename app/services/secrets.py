@@ -134,7 +134,9 @@ def check_keys_against_database() -> None:
     :raise StartupCheckError:
     """
     ring = keyring()
-    inspector = sa.inspect(db.engine)
+    # Inspect through the session's own connection: on SQLite a second connection would wait
+    # for the write lock this session's transaction holds (BEGIN IMMEDIATE) and time out.
+    inspector = sa.inspect(db.session.connection())
     if not inspector.has_table(EncryptionKey.__tablename__):
         return
     known = {k.digest: k for k in db.session.execute(sa.select(EncryptionKey)).scalars()}
