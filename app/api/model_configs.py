@@ -1,3 +1,144 @@
-"""JSON routes: filled in by its issue."""
+"""JSON routes for chat model configs, key resolution and credential hand-outs (SPEC section 6)."""
 
-from app.api import bp  # noqa: F401
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+
+from app.api import bp
+from app.api.auth import access, actor
+from app.api.util import Body, listing, page_from_args, parse_body, timestamp
+from app.models import ChatModelConfig
+from app.services import model_configs as service
+from app.services import resolution as resolution_service
+from app.services.resolution import Resolution
+
+
+class ModelConfigCreate(Body):
+    # Required fields are optional and numbers/options untyped here: the service checks them and
+    # answers with the SPEC's own messages.
+    ai_provider_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    display_name: str | None = None
+    enabled: bool | None = None
+    is_default: bool | None = None
+    context_limit: Any = None
+    compression_threshold: Any = None
+    options: Any = None
+
+
+class ModelConfigUpdate(Body):
+    # `ai_provider_id` and `provider` are accepted so the service can say they cannot change.
+    ai_provider_id: Any = None
+    provider: Any = None
+    model: str | None = None
+    display_name: str | None = None
+    enabled: bool | None = None
+    is_default: bool | None = None
+    context_limit: Any = None
+    compression_threshold: Any = None
+    options: Any = None
+
+
+class CredentialsRequest(Body):
+    user_id: str
+    model_config_id: str
+
+
+def model_config_dict(config: ChatModelConfig) -> dict:
+    return {
+        "id": str(config.id),
+        "ai_provider_id": str(config.ai_provider_id) if config.ai_provider_id else None,
+        "provider": config.provider,
+        "model": config.model,
+        "display_name": config.display_name,
+        "enabled": config.enabled,
+        "is_default": config.is_default,
+        "context_limit": config.context_limit,
+        "compression_threshold": config.compression_threshold,
+        "options": config.options,
+        "created_at": timestamp(config.created_at),
+        "updated_at": timestamp(config.updated_at),
+    }
+
+
+def resolution_dict(resolution: Resolution) -> dict:
+    provider = resolution.provider
+    return {
+        "model_config_id": str(resolution.model_config_id),
+        "provider": None if provider is None else {
+            "id": str(provider.id),
+            "type": provider.type,
+            "name": provider.name,
+            "display_name": provider.display_name,
+            "enabled": provider.enabled,
+        },
+        "base_url": resolution.base_url,
+        "key_source": resolution.key_source,
+        "available": resolution.available,
+        "reason": resolution.reason,
+    }
+
+
+@bp.get("/model-configs")
+@access("user")
+def list_model_configs():
+    """Admins: every live config. Members: the enabled set."""
+    configs, total = service.list_visible(actor(), page_from_args())
+    return listing([model_config_dict(c) for c in configs], total)
+
+
+@bp.get("/model-configs/enabled")
+@access("user")
+def list_enabled_model_configs():
+    """The enabled set: the configs chat users may pick now, the default first."""
+    configs, total = service.list_enabled(page_from_args())
+    return listing([model_config_dict(c) for c in configs], total)
+
+
+@bp.post("/model-configs")
+@access("admin")
+def create_model_config():
+    body, sent = parse_body(ModelConfigCreate)
+    config = service.create_config(actor(), **{f: getattr(body, f) for f in sent})
+    return jsonify(model_config_dict(config)), 201
+
+
+@bp.get("/model-configs/<config_id>")
+@access("user")
+def get_model_config(config_id: str):
+    """Admins: any live config. Members: a config of the enabled set. :raise 404:"""
+    return jsonify(model_config_dict(service.get_visible(actor(), config_id)))
+
+
+@bp.patch("/model-configs/<config_id>")
+@access("admin")
+def update_model_config(config_id: str):
+    body, sent = parse_body(ModelConfigUpdate)
+    config = service.update_config(actor(), config_id, {f: getattr(body, f) for f in sent})
+    return jsonify(model_config_dict(config))
+
+
+@bp.delete("/model-configs/<config_id>")
+@access("admin")
+def delete_model_config(config_id: str):
+    service.delete_config(actor(), config_id)
+    return "", 204
+
+
+@bp.get("/model-configs/<config_id>/resolution")
+@access("user")
+def get_model_config_resolution(config_id: str):
+    """Which provider, base URL and whose key would serve the caller; never the key itself."""
+    return jsonify(resolution_dict(resolution_service.resolve(actor().user, config_id)))
+
+
+@bp.post("/credentials")
+@access("service")
+def hand_out_credentials():
+    """Service tokens only: the resolution for a user plus the key in plaintext (audited)."""
+    body, _ = parse_body(CredentialsRequest)
+    resolution, api_key = resolution_service.hand_out_credentials(actor(), body.user_id, body.model_config_id)
+    return jsonify({**resolution_dict(resolution), "api_key": api_key})

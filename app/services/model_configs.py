@@ -1,19 +1,389 @@
-"""Chat model configs (SPEC section 6): create, edit, default, delete."""
+"""Chat model configs (SPEC section 6): list, create, edit, default, delete, and the enabled set.
+
+Every rule of a model config lives here; the JSON API and the admin pages call these functions
+and map the errors they raise.
+
+The default model:
+
+- At most one live config is the default; the database enforces it with the partial unique
+  index `uq_chat_model_configs_default`.
+- The first live config becomes the default. While live configs exist there is always a default:
+  `is_default: false` on the current default is refused (400 "A default model is required while
+  configs exist."); make another config the default instead. Deleting the default (or the
+  provider it runs on) promotes another live config (`promote_default_if_missing`).
+- Switching the default locks the current default row first (`FOR UPDATE` on PostgreSQL, the
+  immediate write transaction on SQLite), unsets it, flushes, then sets the new one, all in the
+  caller's transaction. Should the default change under us anyway (a concurrent switch won the
+  race), the switch is retried a few times and then answered with 409; it never ends with zero
+  or two defaults.
+- A disabled config may stay (or become) the default: the admin decides. Promotion prefers an
+  enabled config, then the oldest.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
+from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
-from app.models import ChatModelConfig
+from app.models import PROVIDER_TYPES, AIProvider, ChatModelConfig, ChatProvider
 from app.services import audit
-from app.services.base import Actor
+from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+
+CONFIG_NOT_FOUND = "Chat model config not found."
+PROVIDER_NOT_FOUND = "AI provider not found."
+DEFAULT_REQUIRED = "A default model is required while configs exist."
+DEFAULT_INDEX = "uq_chat_model_configs_default"
+DUPLICATE_INDEXES = ("uq_chat_model_configs_provider_model_live", "uq_chat_model_configs_legacy_model_live")
+
+MODEL_MAX = 256
+DISPLAY_NAME_MAX = 256
+CONTEXT_LIMIT_MAX = 2**31 - 1  # the column is a 32-bit integer
+OPTIONS_MAX_BYTES = 65536
+DEFAULT_CONTEXT_LIMIT = 128000
+DEFAULT_COMPRESSION_THRESHOLD = 70
+DEFAULT_SWITCH_ATTEMPTS = 5
+
+UPDATABLE = ("model", "display_name", "enabled", "is_default", "context_limit", "compression_threshold", "options")
+IMMUTABLE = ("ai_provider_id", "provider")
+
+
+# --- field rules -------------------------------------------------------------------------------
+
+
+def clean_model(raw: Any) -> str:
+    """Trimmed, not empty, at most 256 characters. :raise InvalidInput: "Model is required." """
+    model = raw.strip() if isinstance(raw, str) else ""
+    if not model:
+        raise InvalidInput("Model is required.", validations=[Validation("model", "Enter the provider's model id.")])
+    if len(model) > MODEL_MAX:
+        raise InvalidInput("Invalid model.", validations=[Validation("model", f"At most {MODEL_MAX} characters.")])
+    return model
+
+
+def clean_display_name(raw: Any) -> str:
+    """Trimmed, at most 256 characters; empty means none (the model id is shown)."""
+    if raw is None:
+        return ""
+    value = raw.strip() if isinstance(raw, str) else None
+    if value is None or len(value) > DISPLAY_NAME_MAX:
+        raise InvalidInput("Invalid display name.",
+                           validations=[Validation("display_name", f"At most {DISPLAY_NAME_MAX} characters.")])
+    return value
+
+
+def clean_context_limit(raw: Any) -> int:
+    """A whole number above 0. :raise InvalidInput: with a validation naming `context_limit`."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw <= CONTEXT_LIMIT_MAX:
+        raise InvalidInput("Invalid context limit.", validations=[
+            Validation("context_limit", f"Must be a whole number between 1 and {CONTEXT_LIMIT_MAX}.")])
+    return raw
+
+
+def clean_compression_threshold(raw: Any) -> int:
+    """A whole number from 0 to 100. :raise InvalidInput: with a validation naming `compression_threshold`."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 100:
+        raise InvalidInput("Invalid compression threshold.", validations=[
+            Validation("compression_threshold", "Must be a whole number from 0 to 100.")])
+    return raw
+
+
+def clean_options(raw: Any) -> dict[str, Any]:
+    """A JSON object (of at most 64 KiB once serialised). :raise InvalidInput:"""
+    if not isinstance(raw, dict):
+        raise InvalidInput("Invalid options.", validations=[Validation("options", "Options must be a JSON object.")])
+    try:
+        size = len(json.dumps(raw).encode())
+    except (TypeError, ValueError):
+        raise InvalidInput("Invalid options.",
+                           validations=[Validation("options", "Options must be a JSON object.")]) from None
+    if size > OPTIONS_MAX_BYTES:
+        raise InvalidInput("Invalid options.",
+                           validations=[Validation("options", f"Options may hold at most {OPTIONS_MAX_BYTES} bytes.")])
+    return raw
+
+
+def clean_bool(field: str) -> Any:
+    def clean(raw: Any) -> bool:
+        if not isinstance(raw, bool):
+            raise InvalidInput("Invalid request body.", validations=[Validation(field, "Must be true or false.")])
+        return raw
+
+    return clean
+
+
+_CLEANERS = {
+    "model": clean_model,
+    "display_name": clean_display_name,
+    "enabled": clean_bool("enabled"),
+    "is_default": clean_bool("is_default"),
+    "context_limit": clean_context_limit,
+    "compression_threshold": clean_compression_threshold,
+    "options": clean_options,
+}
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def _live(config_id: uuid.UUID) -> sa.Select:
+    return sa.select(ChatModelConfig).where(ChatModelConfig.id == config_id, ChatModelConfig.deleted.is_(False))
+
+
+def _label():
+    """What lists sort by: the display name, or the model id when there is none."""
+    return sa.func.lower(sa.func.coalesce(sa.func.nullif(ChatModelConfig.display_name, ""), ChatModelConfig.model))
+
+
+def _ordered(stmt: sa.Select) -> sa.Select:
+    """Deterministic order for every list: the default first, then by name, model and id."""
+    return stmt.order_by(ChatModelConfig.is_default.desc(), _label(), ChatModelConfig.model, ChatModelConfig.id)
+
+
+def get_config(config_id: Any) -> ChatModelConfig:
+    """A live config. :raise InvalidInput: malformed id. :raise NotFound: "Chat model config not found." """
+    config = db.session.execute(_live(parse_uuid(config_id))).scalar_one_or_none()
+    if config is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    return config
+
+
+def list_configs(page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
+    """Every live config, disabled ones included (what admins see)."""
+    stmt = sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False))
+    total = count(stmt)
+    return list(db.session.execute(page.apply(_ordered(stmt))).scalars()), total
+
+
+def list_configs_with_providers(page: Page = Page()) -> tuple[list[tuple[ChatModelConfig, AIProvider | None]], int]:
+    """Every live config with its AI provider (None for legacy configs), in one query."""
+    stmt = (sa.select(ChatModelConfig, AIProvider)
+            .outerjoin(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
+            .where(ChatModelConfig.deleted.is_(False)))
+    total = count(sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False)))
+    return [(c, p) for c, p in db.session.execute(page.apply(_ordered(stmt)))], total
+
+
+def enabled_set_query() -> sa.Select:
+    """The enabled set as ONE statement selecting (config, AI provider, legacy chat provider).
+
+    Live, enabled configs whose AI provider is live and enabled; plus legacy configs (no
+    `ai_provider_id`) whose legacy chat provider of the same type is enabled. The legacy join
+    only applies to configs without an AI provider, so a config on a disabled or deleted AI
+    provider is never rescued by a legacy row. Ordered: default first, then name, model, id.
+    """
+    backed = sa.and_(ChatModelConfig.ai_provider_id.is_not(None),
+                     AIProvider.deleted.is_(False), AIProvider.enabled.is_(True))
+    legacy = sa.and_(ChatModelConfig.ai_provider_id.is_(None), ChatProvider.enabled.is_(True))
+    stmt = (
+        sa.select(ChatModelConfig, AIProvider, ChatProvider)
+        .outerjoin(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
+        .outerjoin(ChatProvider, sa.and_(ChatModelConfig.ai_provider_id.is_(None),
+                                         ChatProvider.provider == ChatModelConfig.provider))
+        .where(ChatModelConfig.deleted.is_(False), ChatModelConfig.enabled.is_(True), sa.or_(backed, legacy))
+    )
+    return _ordered(stmt)
+
+
+def enabled_set(page: Page = Page()) -> tuple[list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]], int]:
+    """The enabled set with each config's provider row: two statements (count and page)."""
+    stmt = enabled_set_query()
+    total = count(stmt)
+    rows = db.session.execute(page.apply(stmt)).all()
+    return [(c, p, lp) for c, p, lp in rows], total
+
+
+def list_enabled(page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
+    """The configs of the enabled set (what members see)."""
+    rows, total = enabled_set(page)
+    return [c for c, _, _ in rows], total
+
+
+def list_visible(actor: Actor, page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
+    """Admins: every live config. Everyone else: the enabled set."""
+    return list_configs(page) if actor.is_admin else list_enabled(page)
+
+
+def get_visible(actor: Actor, config_id: Any) -> ChatModelConfig:
+    """Admins: any live config. Everyone else: a config of the enabled set.
+
+    :raise NotFound: "Chat model config not found."
+    """
+    cid = parse_uuid(config_id)
+    if actor.is_admin:
+        return get_config(cid)
+    row = db.session.execute(enabled_set_query().where(ChatModelConfig.id == cid)).first()
+    if row is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    return row[0]
+
+
+def selectable_providers() -> list[AIProvider]:
+    """Live, enabled AI providers: the ones a new config may run on, ordered by name."""
+    return list(db.session.execute(
+        sa.select(AIProvider).where(AIProvider.deleted.is_(False), AIProvider.enabled.is_(True))
+        .order_by(AIProvider.name, AIProvider.id)
+    ).scalars())
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def create_config(
+    actor: Actor,
+    *,
+    ai_provider_id: Any = None,
+    provider: Any = None,
+    model: Any = None,
+    display_name: Any = None,
+    enabled: Any = None,
+    is_default: Any = None,
+    context_limit: Any = None,
+    compression_threshold: Any = None,
+    options: Any = None,
+) -> ChatModelConfig:
+    """Add a chat model config on a live, enabled AI provider (read under a shared row lock in
+    this transaction, so a concurrent provider deletion cannot leave a live config behind).
+
+    Without `ai_provider_id`, a `provider` type that has a legacy chat provider creates a legacy
+    config. `provider`, when sent with an AI provider, must be that provider's type. The first
+    live config becomes the default; `is_default: true` makes the new config the default.
+
+    :raise InvalidInput: "AI provider ID is required.", "AI provider is disabled.",
+        "Model is required.", a bad field. :raise NotFound: "AI provider not found."
+    :raise Conflict: "Chat model config already exists." (same model on the same provider).
+    """
+    fields = {
+        "model": clean_model(model),
+        "display_name": clean_display_name(display_name),
+        "enabled": True if enabled is None else clean_bool("enabled")(enabled),
+        "context_limit": DEFAULT_CONTEXT_LIMIT if context_limit is None else clean_context_limit(context_limit),
+        "compression_threshold": (DEFAULT_COMPRESSION_THRESHOLD if compression_threshold is None
+                                  else clean_compression_threshold(compression_threshold)),
+        "options": {} if options is None else clean_options(options),
+    }
+    make_default = False if is_default is None else clean_bool("is_default")(is_default)
+    pid = None if ai_provider_id in (None, "") else parse_uuid(
+        ai_provider_id, "Invalid AI provider ID.", field="ai_provider_id")
+    with transaction():
+        if pid is not None:
+            ai_provider = lock_one(sa.select(AIProvider).where(AIProvider.id == pid, AIProvider.deleted.is_(False)),
+                                   shared=True)
+            if ai_provider is None:
+                raise NotFound(PROVIDER_NOT_FOUND, field="ai_provider_id")
+            if not ai_provider.enabled:
+                raise InvalidInput("AI provider is disabled.", field="ai_provider_id")
+            if provider is not None and provider != ai_provider.type:
+                raise InvalidInput("Invalid provider.", validations=[
+                    Validation("provider", "Must be the AI provider's type, or left out.")])
+            provider_type = ai_provider.type
+        else:
+            legacy = None
+            if isinstance(provider, str) and provider in PROVIDER_TYPES:
+                legacy = lock_one(sa.select(ChatProvider).where(ChatProvider.provider == provider), shared=True)
+            if legacy is None:
+                raise InvalidInput("AI provider ID is required.", field="ai_provider_id")
+            provider_type = legacy.provider
+        config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=pid, provider=provider_type, is_default=False,
+                                 created_by=actor.user_id, updated_by=actor.user_id, **fields)
+        db.session.add(config)
+        _flush_or_conflict()
+        _make_default(config, only_if_missing=not make_default)
+        audit.record(actor, "model_config.create", "chat_model_config", config.id, ai_provider_id=pid,
+                     provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
+                     legacy=pid is None)
+    return config
+
+
+def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> ChatModelConfig:
+    """Change any of model, display name, enabled, is_default, context limit, compression
+    threshold and options, with the row locked. `is_default: true` unsets the previous default in
+    the same transaction; `is_default: false` on the default is refused.
+
+    :raise InvalidInput: an unknown or immutable field, a bad value, or DEFAULT_REQUIRED.
+    :raise NotFound: "Chat model config not found." :raise Conflict: the model is taken, or the
+        default kept changing under a concurrent switch.
+    """
+    cid = parse_uuid(config_id)
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise InvalidInput("Invalid request body.", validations=[
+            Validation(f, "This field cannot be changed." if f in IMMUTABLE else "Unknown field.") for f in unknown])
+    cleaned = {field: _CLEANERS[field](value) for field, value in changes.items()}
+    wants_default = cleaned.pop("is_default", None)
+    with transaction():
+        if wants_default:
+            # Lock order: the current default, then the target (as a switch and a deletion do).
+            _lock_current_default()
+        config = lock_one(_live(cid))
+        if config is None:
+            raise NotFound(CONFIG_NOT_FOUND)
+        if wants_default is False and config.is_default:
+            raise InvalidInput(DEFAULT_REQUIRED, detail="Make another model the default instead.", field="is_default")
+        changed = {f: v for f, v in cleaned.items() if getattr(config, f) != v}
+        for field, value in changed.items():
+            setattr(config, field, value)
+        if changed:
+            config.updated_at = utcnow()
+            config.updated_by = actor.user_id
+            _flush_or_conflict()
+        became_default = bool(wants_default) and not config.is_default
+        if became_default:
+            _make_default(config)
+            config.updated_by = actor.user_id
+            db.session.flush()
+        if changed or became_default:
+            audit.record(actor, "model_config.update", "chat_model_config", config.id,
+                         fields=sorted([*changed, *(["is_default"] if became_default else [])]),
+                         **{k: v for k, v in changed.items() if k != "options"},
+                         **({"is_default": True} if became_default else {}))
+    return config
+
+
+def set_default(actor: Actor, config_id: Any) -> ChatModelConfig:
+    """Make a live config the default (the previous one is unset in the same transaction).
+
+    :raise NotFound: :raise Conflict: see `update_config`.
+    """
+    return update_config(actor, config_id, {"is_default": True})
+
+
+def delete_config(actor: Actor, config_id: Any) -> None:
+    """Soft-delete a config; when it was the default, another live config becomes the default.
+
+    :raise NotFound: "Chat model config not found." (missing or already deleted).
+    """
+    cid = parse_uuid(config_id)
+    with transaction():
+        config = lock_one(_live(cid))
+        if config is None:
+            raise NotFound(CONFIG_NOT_FOUND)
+        was_default = config.is_default
+        now = utcnow()
+        config.deleted = True
+        config.deleted_at = now
+        config.is_default = False
+        config.updated_at = now
+        config.updated_by = actor.user_id
+        db.session.flush()
+        audit.record(actor, "model_config.delete", "chat_model_config", config.id, model=config.model,
+                     ai_provider_id=config.ai_provider_id, provider=config.provider, was_default=was_default)
+        if was_default:
+            promote_default_if_missing(actor)
 
 
 def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
-    """When no live config is the default, make the oldest live config (created_at, then id)
-    the default. Flushes only; runs inside the caller's transaction."""
+    """When no live config is the default, make one the default: enabled configs first, then the
+    oldest (created_at, then id). Flushes only; runs inside the caller's transaction.
+
+    Should a concurrent transaction set a default at the same moment, that one stays the default.
+    """
     has_default = db.session.execute(
         sa.select(sa.exists().where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False)))
     ).scalar()
@@ -21,12 +391,69 @@ def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
         return None
     candidate = db.session.execute(
         sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False))
-        .order_by(ChatModelConfig.created_at, ChatModelConfig.id).limit(1).with_for_update()
+        .order_by(ChatModelConfig.enabled.desc(), ChatModelConfig.created_at, ChatModelConfig.id)
+        .limit(1).with_for_update()
     ).scalar_one_or_none()
     if candidate is None:
         return None
-    candidate.is_default = True
-    candidate.updated_at = utcnow()
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            candidate.is_default = True
+            candidate.updated_at = utcnow()
+            db.session.flush()
+    except IntegrityError as error:
+        if is_unique_violation(error, DEFAULT_INDEX):
+            return None
+        raise
     audit.record(actor, "model_config.promote_default", "chat_model_config", candidate.id, model=candidate.model)
     return candidate
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _current_default_query() -> sa.Select:
+    return sa.select(ChatModelConfig).where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False))
+
+
+def _lock_current_default() -> ChatModelConfig | None:
+    return lock_one(_current_default_query())
+
+
+def _make_default(config: ChatModelConfig, *, only_if_missing: bool = False) -> None:
+    """Make `config` the default: lock the current default, unset it, flush, set `config`, flush.
+
+    With `only_if_missing`, only when there is no live default (the first config). Retries when a
+    concurrent transaction changed the default between our lock and our write.
+
+    :raise Conflict: the default kept changing for every attempt.
+    """
+    for _attempt in range(DEFAULT_SWITCH_ATTEMPTS):
+        try:
+            with db.session.begin_nested():
+                current = _lock_current_default()
+                if current is config or (only_if_missing and current is not None):
+                    return
+                if current is not None:
+                    current.is_default = False
+                    current.updated_at = utcnow()
+                    db.session.flush()
+                config.is_default = True
+                db.session.flush()
+            return
+        except IntegrityError as error:
+            if not is_unique_violation(error, DEFAULT_INDEX):
+                raise
+            # The savepoint's rollback expired `config` and the old default: the next attempt
+            # reads the default that won.
+    raise Conflict("The default model changed at the same time; try again.", field="is_default")
+
+
+def _flush_or_conflict() -> None:
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as error:
+        if any(is_unique_violation(error, name) for name in DUPLICATE_INDEXES):
+            raise Conflict("Chat model config already exists.", field="model") from None
+        raise
