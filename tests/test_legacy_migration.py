@@ -1,0 +1,395 @@
+"""`ai-providers migrate-legacy`: legacy chat providers become AI providers with the same id, and
+nobody notices (the enabled set and every user's resolution are the same before and after)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support import is_postgres, new_key
+
+
+@dataclass
+class Seeded:
+    providers: dict[str, uuid.UUID] = field(default_factory=dict)  # type -> legacy id
+    central: dict[str, str] = field(default_factory=dict)  # type -> central key
+    user_keys: dict[tuple[uuid.UUID, str], str] = field(default_factory=dict)  # (user id, type) -> key
+    configs: dict[str, uuid.UUID] = field(default_factory=dict)  # label -> config id
+    users: list = field(default_factory=list)
+
+
+# type: (flags, has central key, expected key policy)
+LEGACY = {
+    "openai": ({"central_api_key_enabled": True}, True, "provider_only"),
+    "anthropic": ({"allow_user_api_key": True, "allow_central_api_key_fallback": True}, True, "user_preferred"),
+    "google": ({"central_api_key_enabled": False, "allow_user_api_key": True}, False, "user_only"),
+    "openrouter": ({"allow_user_api_key": True}, True, "user_only"),
+    "azure": ({"display_name": "Azure (EU)", "enabled": False, "base_url": "https://eu.example.com/openai/"},
+              True, "provider_only"),
+    "bedrock": ({}, False, "provider_only"),
+}
+# config label: (type, model, extra columns)
+CONFIGS = {
+    "gpt": ("openai", "gpt-4o", {"is_default": True}),
+    "gpt-off": ("openai", "gpt-3.5", {"enabled": False}),
+    "claude": ("anthropic", "claude-sonnet", {}),
+    "gemini": ("google", "gemini-pro", {}),
+    "router": ("openrouter", "mixtral", {}),
+    "azure": ("azure", "gpt-4-eu", {}),
+    "titan": ("bedrock", "titan", {}),
+    "no-provider": ("vercel", "v0", {}),  # no legacy provider of its type: stays legacy
+}
+
+
+def seed(app, admin, member, member_b) -> Seeded:
+    """Legacy providers (with and without keys), users' keys and legacy configs (one the
+    default), plus one soft-deleted legacy config and an unrelated AI provider with its config."""
+    from app.db import utcnow
+    from app.extensions import db
+    from app.models import ChatModelConfig
+    from app.services import legacy
+    from app.services import providers as ai
+    from app.services.base import Actor
+
+    seeded = Seeded(users=[admin, member, member_b])
+    with app.app_context():
+        actor = Actor.system("test")
+        for provider_type, (flags, with_key, _) in LEGACY.items():
+            key = new_key(f"central-{provider_type}") if with_key else None
+            row = legacy.create_provider(actor, provider=provider_type, api_key=key, **flags)
+            seeded.providers[provider_type] = row.id
+            if key:
+                seeded.central[provider_type] = key
+        for user in (member, member_b):
+            for provider_type in ("anthropic", "google", "openrouter"):
+                if (user is member_b) and provider_type == "openrouter":
+                    continue  # member_b relies on nothing for openrouter: user_api_key_required
+                key = new_key(f"user-{provider_type}")
+                legacy.set_user_key(Actor.for_user(user), seeded.providers[provider_type], key)
+                seeded.user_keys[(user.id, provider_type)] = key
+        for label, (provider_type, model, extra) in CONFIGS.items():
+            config = ChatModelConfig(id=uuid.uuid4(), provider=provider_type, model=model, display_name=label, **extra)
+            db.session.add(config)
+            seeded.configs[label] = config.id
+        gone = ChatModelConfig(id=uuid.uuid4(), provider="openai", model="gpt-old", deleted=True,
+                               deleted_at=utcnow())
+        db.session.add(gone)
+        seeded.configs["deleted"] = gone.id
+        db.session.commit()
+        other = ai.create_provider(actor, type="openai", name="openai-direct")
+        ai.add_key(actor, other.id, new_key("direct"))
+        db.session.add(ChatModelConfig(id=uuid.uuid4(), ai_provider_id=other.id, provider="openai", model="o1"))
+        db.session.commit()
+        db.session.remove()
+    return seeded
+
+
+def observe(app, seeded: Seeded, byok: bool = True) -> dict:
+    """What users notice: the enabled set, and for each user and live config the resolution,
+    with the plaintext of the key that would be handed out."""
+    from app.extensions import db
+    from app.models import ChatModelConfig, User
+    from app.services import model_configs, resolution, secrets
+
+    app.config["ALLOW_BYOK"] = byok
+    try:
+        with app.app_context():
+            enabled = [c.id for c in model_configs.list_enabled()[0]]
+            live = db.session.execute(
+                sa.select(ChatModelConfig.id).where(ChatModelConfig.deleted.is_(False)).order_by(ChatModelConfig.id)
+            ).scalars().all()
+            seen = {"enabled": enabled, "default": [c for c in live if db.session.get(ChatModelConfig, c).is_default]}
+            for user in seeded.users:
+                user_row = db.session.get(User, user.id)
+                for config_id in live:
+                    r = resolution.resolve(user_row, config_id)
+                    key = secrets.open_secret(r.key_row) if r.available else None
+                    seen[(user.email, config_id)] = (
+                        r.provider.id if r.provider else None, r.provider.enabled if r.provider else None,
+                        r.base_url, r.key_source, r.available, r.reason, key,
+                    )
+            db.session.remove()
+            return seen
+    finally:
+        app.config["ALLOW_BYOK"] = True
+
+
+def snapshot(app) -> dict:
+    """Every row of every table a migration could touch, to prove that nothing changed."""
+    from app.extensions import db
+
+    tables = ("ai_providers", "ai_provider_keys", "user_ai_provider_keys", "chat_model_configs", "chat_providers",
+              "user_chat_provider_keys", "audit_events", "encryption_keys")
+    with app.app_context():
+        out = {}
+        for table in tables:
+            rows = db.session.execute(sa.text(f'SELECT * FROM "{table}"')).all()
+            out[table] = sorted(repr(tuple(r)) for r in rows)
+        db.session.remove()
+        return out
+
+
+def migrate(app, **kw):
+    from app.services.base import Actor
+    from app.services.legacy_migration import migrate_legacy
+
+    with app.app_context():
+        summary = migrate_legacy(Actor.system("test"), **kw)
+        from app.extensions import db
+
+        db.session.remove()
+        return summary
+
+
+def rows(app, model, *where):
+    from app.extensions import db
+
+    with app.app_context():
+        found = db.session.execute(sa.select(model).where(*where)).scalars().all()
+        db.session.expunge_all()
+        return found
+
+
+@pytest.fixture
+def seeded(app, admin, member, member_b):
+    return seed(app, admin, member, member_b)
+
+
+# --- the migration -----------------------------------------------------------------------------
+
+
+def test_migration_copies_everything_and_users_notice_nothing(app, seeded, admin_api):
+    before = observe(app, seeded)
+    before_without_byok = observe(app, seeded, byok=False)
+
+    summary = migrate(app)
+
+    assert [o.provider for o in summary.migrated] == sorted(LEGACY)
+    assert (summary.provider_keys, summary.user_keys, summary.model_configs) == (4, 5, 8)
+    assert not summary.skipped and not summary.failed
+    assert observe(app, seeded) == before
+    assert observe(app, seeded, byok=False) == before_without_byok
+
+    from app.models import AIProvider, AIProviderKey, ChatModelConfig, UserAIProviderKey
+    from app.services import secrets
+
+    by_id = {p.id: p for p in rows(app, AIProvider)}
+    for provider_type, (flags, _, policy) in LEGACY.items():
+        provider = by_id[seeded.providers[provider_type]]
+        assert provider.name == f"agents-{provider_type}"
+        assert provider.type == provider_type
+        assert provider.key_policy == policy
+        assert provider.enabled is flags.get("enabled", True)
+        assert not provider.deleted
+    assert by_id[seeded.providers["azure"]].display_name == "Azure (EU)"
+    assert by_id[seeded.providers["azure"]].base_url == "https://eu.example.com/openai"
+    assert by_id[seeded.providers["openai"]].display_name == "OpenAI"
+
+    with app.app_context():
+        for provider_type, key in seeded.central.items():
+            (row,) = rows(app, AIProviderKey, AIProviderKey.provider_id == seeded.providers[provider_type])
+            assert secrets.open_secret(row) == key
+            assert row.fingerprint == secrets.fingerprint(f"ai_provider:{row.provider_id}", key)
+            assert row.hint == "..." + key[-4:]
+        for (user_id, provider_type), key in seeded.user_keys.items():
+            (row,) = rows(app, UserAIProviderKey, UserAIProviderKey.user_id == user_id,
+                          UserAIProviderKey.ai_provider_id == seeded.providers[provider_type])
+            assert secrets.open_secret(row) == key
+
+    configs = {c.id: c for c in rows(app, ChatModelConfig)}
+    for label, (provider_type, _, _) in CONFIGS.items():
+        expected = None if provider_type == "vercel" else seeded.providers[provider_type]
+        assert configs[seeded.configs[label]].ai_provider_id == expected, label
+    assert configs[seeded.configs["deleted"]].ai_provider_id == seeded.providers["openai"]
+    assert configs[seeded.configs["gpt"]].is_default
+
+    # The copied key is the provider's own: adding it again is a duplicate.
+    duplicate = admin_api.post(f"/ai-providers/{seeded.providers['openai']}/keys",
+                               json={"api_key": seeded.central["openai"]})
+    assert duplicate.status_code == 409
+    listed = admin_api.get("/ai-providers")
+    assert {p["name"] for p in listed.get_json()} == {"openai-direct", *(f"agents-{t}" for t in LEGACY)}
+
+
+def test_the_same_ciphertext_is_not_reused(app, seeded):
+    """Re-encrypted for the new rows: the old ciphertext would not decrypt there."""
+    from app.models import AIProviderKey, ChatProvider
+
+    migrate(app)
+    legacy_row = rows(app, ChatProvider, ChatProvider.provider == "openai")[0]
+    (new_row,) = rows(app, AIProviderKey, AIProviderKey.provider_id == legacy_row.id)
+    assert new_row.ciphertext != legacy_row.api_key_ciphertext
+
+
+def test_a_second_run_has_nothing_to_do_and_changes_nothing(app, seeded):
+    migrate(app)
+    after_first = snapshot(app)
+    summary = migrate(app)
+    assert summary.nothing_to_do
+    assert [o.status for o in summary.outcomes] == ["skipped"] * len(LEGACY)
+    assert {o.reason for o in summary.outcomes} == {"already migrated"}
+    assert summary.headline() == "Nothing to migrate: 6 legacy providers already migrated."
+    assert snapshot(app) == after_first
+
+
+def test_dry_run_reports_and_writes_nothing(app, seeded):
+    before = snapshot(app)
+    summary = migrate(app, dry_run=True)
+    assert summary.dry_run
+    assert [o.provider for o in summary.migrated] == sorted(LEGACY)
+    assert (summary.provider_keys, summary.user_keys, summary.model_configs) == (4, 5, 8)
+    assert summary.headline().startswith("Would migrate 6 legacy providers: would copy 4 provider keys, 5 user keys, "
+                                         "8 model configs.")
+    assert snapshot(app) == before
+    assert migrate(app).provider_keys == 4  # and the real run still has everything to do
+
+
+def test_a_failure_part_way_leaves_each_provider_migrated_or_untouched(app, seeded, monkeypatch):
+    from app.models import AIProvider, AIProviderKey, ChatModelConfig
+    from app.services import legacy_migration, secrets
+
+    expected_after = observe(app, seeded)
+    second = seeded.providers["azure"]  # providers run in type order: anthropic, azure, ...
+    real_seal = secrets.seal
+
+    def failing_seal(row, plaintext):
+        if isinstance(row, AIProviderKey) and row.provider_id == second:
+            raise RuntimeError("disk full")
+        real_seal(row, plaintext)
+
+    monkeypatch.setattr(secrets, "seal", failing_seal)
+    with pytest.raises(legacy_migration.MigrationStopped) as stopped:
+        migrate(app)
+    assert stopped.value.provider == "azure"
+    assert [o.provider for o in stopped.value.summary.migrated] == ["anthropic"]
+    monkeypatch.setattr(secrets, "seal", real_seal)
+
+    assert [p.id for p in rows(app, AIProvider, AIProvider.name.startswith("agents-"))] == [seeded.providers["anthropic"]]
+    configs = {c.id: c.ai_provider_id for c in rows(app, ChatModelConfig)}
+    assert configs[seeded.configs["claude"]] == seeded.providers["anthropic"]
+    assert configs[seeded.configs["azure"]] is None
+    assert rows(app, AIProviderKey, AIProviderKey.provider_id == second) == []
+    assert observe(app, seeded) == expected_after  # half-way, users still notice nothing
+
+    summary = migrate(app)
+    assert [(o.provider, o.status) for o in summary.outcomes][:2] == [("anthropic", "skipped"), ("azure", "migrated")]
+    assert len(summary.migrated) == len(LEGACY) - 1
+    assert observe(app, seeded) == expected_after
+
+
+def test_known_problems_fail_one_provider_and_the_others_go_on(app, seeded, runner):
+    """A taken agents- name and an unreadable key fail their provider only; the CLI exits 1."""
+    from app.extensions import db
+    from app.models import AIProvider, ChatProvider, UserChatProviderKey
+
+    with app.app_context():
+        db.session.add(AIProvider(id=uuid.uuid4(), type="openai", name="agents-openai"))
+        user_key = db.session.execute(sa.select(UserChatProviderKey).where(
+            UserChatProviderKey.chat_provider_id == seeded.providers["google"])).scalars().first()
+        user_key.ciphertext = bytes(reversed(user_key.ciphertext))  # tampered
+        db.session.commit()
+        db.session.remove()
+
+    result = runner.invoke(args=["ai-providers", "migrate-legacy"])
+    assert result.exit_code == 1
+    assert "openai: failed, the name agents-openai is taken by another AI provider" in result.output
+    assert "google: failed, a user's API key cannot be decrypted with the configured keys" in result.output
+    assert "Migrated 4 legacy providers" in result.output
+    migrated = {p.id for p in rows(app, AIProvider, AIProvider.name.startswith("agents-"))}
+    assert seeded.providers["google"] not in migrated and seeded.providers["openai"] not in migrated
+    assert seeded.providers["anthropic"] in migrated
+    assert len(rows(app, ChatProvider)) == len(LEGACY)  # the legacy rows stay
+
+
+def test_migration_is_audited_without_keys(app, seeded):
+    from app.models import AuditEvent
+
+    migrate(app)
+    events = rows(app, AuditEvent, AuditEvent.action == "legacy_provider.migrate")
+    assert {e.resource_id for e in events} == {str(i) for i in seeded.providers.values()}
+    openai = next(e for e in events if e.details["type"] == "openai")
+    assert openai.details["copied_provider_key_count"] == 1
+    assert openai.details["moved_model_config_count"] == 3
+    dumped = repr([e.details for e in rows(app, AuditEvent)])
+    for key in [*seeded.central.values(), *seeded.user_keys.values()]:
+        assert key not in dumped
+
+
+def test_nothing_to_migrate_without_legacy_providers(app):
+    summary = migrate(app)
+    assert summary.nothing_to_do
+    assert summary.headline() == "Nothing to migrate: there are no legacy chat providers."
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def test_cli_migrates_with_a_progress_bar_and_a_summary(app, seeded, runner):
+    result = runner.invoke(args=["ai-providers", "migrate-legacy"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Migrating legacy providers" in out
+    assert "Migrated 6 legacy providers: copied 4 provider keys, 5 user keys, 8 model configs." in out
+    assert "anthropic: migrated to agents-anthropic (user_preferred), 1 provider key, 2 user keys, 1 model config" in out
+    assert "bedrock: migrated to agents-bedrock (provider_only), 0 provider keys, 0 user keys, 1 model config" in out
+    for key in [*seeded.central.values(), *seeded.user_keys.values()]:
+        assert key not in out
+
+    again = runner.invoke(args=["ai-providers", "migrate-legacy"])
+    assert again.exit_code == 0
+    assert "Nothing to migrate: 6 legacy providers already migrated." in again.output
+    assert "openai: skipped, already migrated" in again.output
+
+
+def test_cli_dry_run_writes_nothing(app, seeded, runner):
+    before = snapshot(app)
+    result = runner.invoke(args=["ai-providers", "migrate-legacy", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "Would migrate 6 legacy providers: would copy 4 provider keys, 5 user keys, 8 model configs." in result.output
+    assert "openai: would migrate to agents-openai (provider_only)" in result.output
+    assert "Dry run: nothing was written." in result.output
+    assert snapshot(app) == before
+
+
+def test_cli_reports_a_stop_and_exits_non_zero(app, seeded, runner, monkeypatch):
+    from app.services import legacy_migration
+
+    real = legacy_migration._migrate_one
+
+    def flaky(actor, legacy_id, dry_run):
+        if legacy_id == seeded.providers["bedrock"]:
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("connection lost"))
+        return real(actor, legacy_id, dry_run)
+
+    monkeypatch.setattr(legacy_migration, "_migrate_one", flaky)
+    result = runner.invoke(args=["ai-providers", "migrate-legacy"])
+    assert result.exit_code == 1
+    assert "Migrated 2 legacy providers" in result.output
+    assert "Stopped at legacy provider bedrock" in result.output
+    assert "connection lost" not in result.output
+
+
+@pytest.mark.postgres_only
+@pytest.mark.slow
+def test_concurrent_runs_migrate_each_provider_once(app, seeded):
+    assert is_postgres()
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(migrate(app))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(len(s.migrated) for s in results) == len(LEGACY)
+    assert sum(s.user_keys for s in results) == 5
