@@ -158,6 +158,29 @@ def byok_enabled(provider: AIProvider) -> bool:
     return bool(current_app.config["ALLOW_BYOK"]) and provider.key_policy != "provider_only"
 
 
+def field_errors(fields: dict[str, Any], *, current_name: str | None = None) -> list[InvalidInput]:
+    """Every field rule that `fields` break, not only the first: lets a form show all its errors
+    at once. Uniqueness is not checked here (only the database decides that). `current_name` is
+    the provider's name when editing, which may keep a reserved prefix.
+    """
+    cleaners = {
+        "type": clean_type,
+        "name": lambda v: clean_name(v, allow_reserved=isinstance(v, str) and v.strip() == current_name),
+        "display_name": clean_display_name,
+        "enabled": clean_enabled,
+        "base_url": clean_base_url,
+        "key_policy": clean_key_policy,
+    }
+    errors = []
+    for field, value in fields.items():
+        if field in cleaners:
+            try:
+                cleaners[field](value)
+            except InvalidInput as error:
+                errors.append(error)
+    return errors
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 
