@@ -1,54 +1,112 @@
-"""Logging: request ids on every line, and a redaction filter as a last line of defence.
+"""Logging: request ids on every line, and redaction as a last line of defence.
 
-The filter masks anything shaped like a provider key or a bearer token even if some code
-logs one by mistake; the code itself never logs secrets on purpose.
+The code never logs a secret on purpose. In case some code does by mistake, every log record is
+redacted when it is created (a log-record factory, so records of any logger are covered, whichever
+handlers are attached later), and again by a filter on the handlers (for `extra=` fields, which
+are set after creation). The message is rendered with its arguments first, so a key passed as an
+argument or inside a dict is masked too; tracebacks and stack traces are rendered and masked, and
+the live exception is dropped from the record so no handler can format it again unmasked.
+
+What is masked: provider keys with a known prefix (OpenAI, Anthropic, OpenRouter, Google, AWS,
+Groq, Hugging Face...), our `sb_` tokens, `Bearer` credentials, AWS secret keys, values after
+key-ish words (`api_key=`, `"password": ...`, `Authorization:`), and long opaque strings mixing
+upper case, lower case and digits. UUIDs and hex strings (ids, request ids, digests) stay readable,
+so a provider key made only of hex digits is masked only after a key-ish word.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from flask import Flask, g, has_request_context
 
-# Shapes of secrets: provider keys (OpenAI, Anthropic, Google, AWS, OpenRouter...), our own
-# tokens, bearer headers, and long opaque strings following key-ish words.
-_PATTERNS = [
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
-    re.compile(r"\bsb_[A-Za-z0-9_-]{16,}"),
-    re.compile(r"\bAIza[0-9A-Za-z_-]{20,}"),
-    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    re.compile(r"(?i)((?:api[_-]?key|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}"),
-    # Long opaque strings; plain hex and UUIDs (ids, digests) are left readable.
-    re.compile(r"(?<![A-Za-z0-9_-])(?![0-9a-fA-F-]{32,}(?![A-Za-z0-9_-]))[A-Za-z0-9_-]{32,}"),
-]
 MASK = "[REDACTED]"
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _looks_random(text: str) -> bool:
+    return any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)
+
+
+def _mask_value(match: re.Match) -> str:
+    """Keep the key-ish prefix (group 1), mask the value unless it is a UUID (an id, not a secret)."""
+    value = match.group(2)
+    if _UUID_RE.match(value) or value.lower() in ("bearer", "basic"):
+        return match.group(0)
+    return match.group(1) + MASK
+
+
+# (pattern, replacement) pairs, applied in order. A replacement string may keep group 1.
+_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match], str]]] = [
+    # Bearer credentials in headers or messages.
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MASK),
+    # Keys and tokens with a known prefix: OpenAI/Anthropic/OpenRouter (sk-), ours (sb_), Groq,
+    # Hugging Face, xAI, Perplexity, Replicate, GitHub, GitLab, Slack, Vercel, Fireworks, NVIDIA.
+    (re.compile(r"\b(?:sk|sb|gsk|hf|xai|pplx|r8|ghp|gho|ghu|ghs|github_pat|glpat|xox[abprs]|vck|fw|nvapi)"
+                r"[-_][A-Za-z0-9_-]{12,}"), MASK),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{20,}"), MASK),                  # Google API keys
+    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b"), MASK),  # AWS access key ids
+    # Values after key-ish words: api_key=..., "password": "...", Authorization: ..., api-key: ...
+    (re.compile(r"(?i)(\b(?:[a-z]+[_-])?(?:api[_-]?key|secret(?:[_-]?key)?|password|passwd|token|authorization|"
+                r"credentials?|session|cookie|private[_-]?key)[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}\[\]]{6,})"), _mask_value),
+    # AWS secret access keys: 40 base64 characters.
+    (re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+     lambda m: MASK if _looks_random(m.group(0)) else m.group(0)),
+    # Any other long opaque string that looks random (upper, lower and digits).
+    (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{24,}"),
+     lambda m: MASK if _looks_random(m.group(0)) and not _UUID_RE.match(m.group(0)) else m.group(0)),
+]
 
 
 def redact(text: str) -> str:
-    for pattern in _PATTERNS:
-        if pattern.groups:
-            text = pattern.sub(lambda m: m.group(1) + MASK, text)
-        else:
-            text = pattern.sub(MASK, text)
+    """Mask everything in `text` that is shaped like a key, token or credential."""
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
     return text
 
 
+_FORMATTER = logging.Formatter()
+_PLAIN_TYPES = (int, float, bool, type(None))
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Render and mask the message, traceback, stack and extra fields of `record` in place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string must not break logging, nor skip redaction
+        message = f"{_safe_str(record.msg)} {_safe_str(record.args)}"
+    record.msg = redact(message)
+    record.args = None
+    if record.exc_info:
+        if not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        record.exc_info = None  # the exception object itself may hold the secret
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    for name, value in list(vars(record).items()):
+        if name in _STANDARD_ATTRS or isinstance(value, _PLAIN_TYPES):
+            continue
+        setattr(record, name, redact(value if isinstance(value, str) else _safe_str(value)))
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
 class RedactingFilter(logging.Filter):
-    """Render the message with its arguments, then mask secrets in it and in any traceback."""
+    """Mask secrets in every record passing through (message, arguments, traceback, extras)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string must not break logging
-            message = str(record.msg)
-        record.msg = redact(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+        redact_record(record)
         return True
 
 
@@ -58,7 +116,23 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def install_redacting_record_factory() -> None:
+    """Redact every log record of the process when it is created (idempotent)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacting", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        redact_record(record)
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def configure_logging(app: Flask) -> None:
+    install_redacting_record_factory()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
     handler.addFilter(RequestIdFilter())
@@ -66,10 +140,7 @@ def configure_logging(app: Flask) -> None:
     app.logger.handlers[:] = [handler]
     app.logger.setLevel(logging.INFO)
     app.logger.propagate = True
-    # Werkzeug and others log through the root logger: filter there too.
-    root = logging.getLogger()
-    if not any(isinstance(f, RedactingFilter) for f in root.filters):
-        root.addFilter(RedactingFilter())
-    for h in root.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in h.filters):
-            h.addFilter(RedactingFilter())
+    # Handlers already on the root logger (gunicorn's, Werkzeug's) also mask `extra=` fields.
+    for root_handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in root_handler.filters):
+            root_handler.addFilter(RedactingFilter())
