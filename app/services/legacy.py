@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Validation
 from app.extensions import db
-from app.models import PROVIDER_TYPES, ChatProvider, UserChatProviderKey
+from app.models import PROVIDER_TYPES, ChatModelConfig, ChatProvider, UserChatProviderKey
 from app.services import audit, secrets
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
 from app.services.providers import TYPE_LABELS, clean_api_key, clean_base_url, clean_display_name
@@ -147,6 +147,19 @@ def user_key_counts(provider_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
         .group_by(UserChatProviderKey.chat_provider_id)
     )
     return {pid: n for pid, n in rows}
+
+
+def legacy_config_counts(provider_types: list[str]) -> dict[str, int]:
+    """Live legacy model configs (no AI provider) of each type: the ones a legacy provider serves."""
+    if not provider_types:
+        return {}
+    rows = db.session.execute(
+        sa.select(ChatModelConfig.provider, sa.func.count())
+        .where(ChatModelConfig.ai_provider_id.is_(None), ChatModelConfig.deleted.is_(False),
+               ChatModelConfig.provider.in_(provider_types))
+        .group_by(ChatModelConfig.provider)
+    )
+    return {provider_type: n for provider_type, n in rows}
 
 
 # --- admin writes ------------------------------------------------------------------------------

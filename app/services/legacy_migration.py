@@ -202,7 +202,9 @@ def migrate_legacy(actor: Actor, dry_run: bool = False, on_progress: Progress | 
 
 def _migrate_one(actor: Actor, legacy_id: uuid.UUID, dry_run: bool) -> ProviderOutcome | None:
     """Migrate one legacy provider inside the caller's transaction (flushes only)."""
-    legacy = lock_one(sa.select(ChatProvider).where(ChatProvider.id == legacy_id))
+    stmt = sa.select(ChatProvider).where(ChatProvider.id == legacy_id)
+    # A dry run only reads (the admin page runs it on GET): no row lock.
+    legacy = db.session.execute(stmt).scalar_one_or_none() if dry_run else lock_one(stmt)
     if legacy is None:
         return None  # deleted since the run started
     name = _name(legacy.provider)
