@@ -524,3 +524,28 @@ def test_every_change_is_audited_without_the_key(app, member, member_api):
         assert events[1].details["key_hint"] == "..." + second[-4:]
         dumped = json.dumps([e.details for e in events])
         assert first not in dumped and second not in dumped
+
+
+# --- what administrators may know ----------------------------------------------------------------
+
+
+def test_key_holders_are_counted_and_listed_without_keys(app, admin, member, member_b, member_api, member_b_api):
+    from dataclasses import asdict
+
+    from app.services.user_keys import user_key_holders
+
+    pid, other = make_provider(app, "held"), make_provider(app, "unheld")
+    keys = [new_key("a"), new_key("b")]
+    put(member_b_api, pid, keys[1])
+    put(member_api, pid, keys[0])
+    with app.app_context():
+        holders = user_key_holders(pid)
+        assert holders.count == 2
+        assert [(h.email, h.name) for h in holders.users] == [("member@example.com", "Mel Member"),
+                                                              ("other@example.com", "Bo Other")]
+        assert all(h.updated_at is not None for h in holders.users)
+        dumped = repr([asdict(h) for h in holders.users])
+        assert not any(k in dumped or "..." + k[-4:] in dumped for k in keys)  # neither key nor hint
+        limited = user_key_holders(pid, limit=1)
+        assert (limited.count, len(limited.users)) == (2, 1)
+        assert user_key_holders(other).count == 0
