@@ -14,8 +14,9 @@ from app.admin.legacy_forms import LegacyProviderCreateForm, LegacyProviderEditF
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import ChatProvider
 from app.services import legacy as service
-from app.services.legacy_migration import MigrationStopped, is_migrated, legacy_key_policy, migrate_legacy
+from app.services.legacy_migration import MigrationStopped, is_migrated, migrate_legacy
 from app.services.providers import POLICY_LABELS, TYPE_LABELS
+from app.services.resolution import legacy_key_policy
 from app.web.forms import EmptyForm
 from app.web.views_helpers import admin_required, apply_error, current_actor
 

@@ -50,17 +50,7 @@ from app.services import audit, secrets
 from app.services.base import Actor, lock_one, transaction
 from app.services.legacy import display_name
 from app.services.providers import RESERVED_PREFIX
-
-try:  # owned by the resolution work; the same mapping until it lands
-    from app.services.resolution import legacy_key_policy
-except ImportError:  # pragma: no cover - temporary
-
-    def legacy_key_policy(chat_provider: ChatProvider) -> str:
-        if not chat_provider.allow_user_api_key:
-            return "provider_only"
-        if not chat_provider.central_api_key_enabled:
-            return "user_only"
-        return "user_preferred" if chat_provider.allow_central_api_key_fallback else "user_only"
+from app.services.resolution import legacy_key_policy
 
 Status = Literal["migrated", "skipped", "failed"]
 
