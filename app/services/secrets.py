@@ -108,16 +108,19 @@ def fingerprint(scope: str, plaintext: str) -> str:
 
 def ensure_key_registered(digest: str) -> None:
     """Make sure `encryption_keys` knows `digest` (in the current transaction)."""
+    # Only digests seen as already stored are remembered: a row this transaction inserts may
+    # still roll back, and must not be taken as registered by anyone else until committed.
     registered = current_app.extensions.setdefault("switchboard.registered_digests", set())
     if digest in registered:
         return
-    if db.session.get(EncryptionKey, digest) is None:
-        try:
-            with db.session.begin_nested():
-                db.session.add(EncryptionKey(digest=digest, test_ciphertext=keyring().test_value(digest)))
-        except IntegrityError:
-            pass  # another process registered it at the same moment
-    registered.add(digest)
+    if db.session.get(EncryptionKey, digest) is not None:
+        registered.add(digest)
+        return
+    try:
+        with db.session.begin_nested():
+            db.session.add(EncryptionKey(digest=digest, test_ciphertext=keyring().test_value(digest)))
+    except IntegrityError:
+        pass  # another process registered it at the same moment
 
 
 class StartupCheckError(RuntimeError):
