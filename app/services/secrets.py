@@ -108,13 +108,11 @@ def fingerprint(scope: str, plaintext: str) -> str:
 
 def ensure_key_registered(digest: str) -> None:
     """Make sure `encryption_keys` knows `digest` (in the current transaction)."""
-    # Only digests seen as already stored are remembered: a row this transaction inserts may
-    # still roll back, and must not be taken as registered by anyone else until committed.
-    registered = current_app.extensions.setdefault("switchboard.registered_digests", set())
-    if digest in registered:
+    # Digests are remembered only by the startup check, after its commit: a row inserted here
+    # may still roll back with this transaction, so it must not be taken as registered.
+    if digest in current_app.extensions.get("switchboard.registered_digests", ()):
         return
     if db.session.get(EncryptionKey, digest) is not None:
-        registered.add(digest)
         return
     try:
         with db.session.begin_nested():
@@ -177,3 +175,4 @@ def check_keys_against_database() -> None:
         if digest not in known:
             ensure_key_registered(digest)
     db.session.commit()
+    current_app.extensions["switchboard.registered_digests"] = set(ring.digests)
