@@ -99,10 +99,39 @@ def _isolate(request):
     from app.extensions import limiter
 
     limiter.reset()
+    login_limiter = app.extensions.get("switchboard.login_limiter")  # per app: see app/auth/ratelimit.py
+    if login_limiter is not None:
+        login_limiter.reset()
     yield
     app.config.clear()
     app.config.update(saved)
     truncate_all(app)
+
+
+@pytest.fixture
+def make_app(app):
+    """Build extra apps on the test database (another config, or throwaway routes); disposed after.
+
+    Never add debug routes to the real app: register them on an app made here.
+    """
+    from app import create_app
+    from app.extensions import db, limiter
+
+    made = []
+
+    def factory(**overrides):
+        application = create_app(base_config(**overrides))
+        made.append(application)
+        return application
+
+    yield factory
+    for application in made:
+        with application.app_context():
+            db.engine.dispose()
+    if made:
+        # create_app re-binds the process-wide Flask-Limiter to the newest app's storage (Redis,
+        # perhaps): point it back at the session app's.
+        limiter.init_app(app)
 
 
 @pytest.fixture
