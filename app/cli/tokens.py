@@ -17,8 +17,6 @@ def create(email: str, name: str, service: bool) -> None:
     """Print a new API token, alone on the last line."""
     try:
         owner = user_service.get_user_by_email(email)
-        if not owner.active:
-            raise click.ClickException("User is deactivated.")
         token, plaintext = token_service.create_token(Actor.system(), owner, name, service=service)
     except DomainError as error:
         raise click.ClickException(error.message) from None

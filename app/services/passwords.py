@@ -1,4 +1,8 @@
-"""Password hashing with argon2id (argon2-cffi) at OWASP strength."""
+"""Password hashing with argon2id (argon2-cffi) at OWASP strength.
+
+The parameters come from the config (`ARGON2_*`, defaults m=19 MiB, t=2, p=1: OWASP's first
+argon2id profile); a hash made with other parameters is upgraded at the next successful sign-in.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,14 @@ def hasher() -> PasswordHasher:
 
 def hash_password(password: str) -> str:
     return hasher().hash(password)
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with other parameters than the configured ones."""
+    try:
+        return hasher().check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
 
 
 def verify_password(password_hash: str, password: str) -> bool:

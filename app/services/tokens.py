@@ -9,7 +9,7 @@ import uuid
 import sqlalchemy as sa
 
 from app.db import utcnow
-from app.errors import InvalidInput, NotFound, Validation
+from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import ApiToken, User
 from app.services import audit
@@ -25,11 +25,15 @@ def hash_token(token: str) -> str:
 def create_token(actor: Actor, owner: User, name: str = "", *, service: bool = False) -> tuple[ApiToken, str]:
     """Create a token for `owner`; returns the row and the plaintext, which is never stored.
 
-    :raise InvalidInput: the name is too long.
+    The token is `sb_` and 32 random bytes (URL-safe base64); only its SHA-256 is kept.
+
+    :raise InvalidInput: the name is too long. :raise Conflict: the owner is deactivated.
     """
     name = (name or "").strip()
     if len(name) > 128:
         raise InvalidInput("Invalid token name.", validations=[Validation("name", "At most 128 characters.")])
+    if not owner.active:
+        raise Conflict("User is deactivated.")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction():
         token = ApiToken(
@@ -54,7 +58,7 @@ def revoke_token(actor: Actor, owner: User, token_id: uuid.UUID) -> None:
         token = db.session.execute(
             sa.select(ApiToken)
             .where(ApiToken.id == token_id, ApiToken.user_id == owner.id, ApiToken.revoked_at.is_(None))
-            .with_for_update()
+            .with_for_update(of=ApiToken)  # not the eagerly joined owner: PostgreSQL refuses that
         ).scalar_one_or_none()
         if token is None:
             raise NotFound("Token not found.")

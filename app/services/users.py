@@ -8,6 +8,7 @@ import secrets
 import uuid
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
@@ -21,10 +22,12 @@ from app.services.passwords import (
     MIN_LENGTH,
     burn_time,
     hash_password,
+    needs_rehash,
     verify_password,
 )
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
 
 def normalize_email(email: str | None) -> str:
     return (email or "").strip().lower()
@@ -77,6 +80,10 @@ def create_first_admin(email: str, name: str, password: str, actor: Actor) -> Us
     :raise InvalidInput: bad email or password.
     """
     with transaction():
+        if db.session.get_bind().dialect.name == "postgresql":
+            # Two setup forms sent at once must not both find the table empty. (SQLite: the
+            # write transaction already holds the database lock from its BEGIN IMMEDIATE.)
+            db.session.execute(sa.text("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"))
         if has_users():
             raise NotFound("Setup is complete.")
         user = _insert_user(actor, email, name, password, "admin")
@@ -111,13 +118,20 @@ def list_users(page: Page = Page()) -> tuple[list[User], int]:
 
 
 def authenticate(email: str, password: str, actor: Actor) -> User | None:
-    """Check credentials; records failures in the audit log. Returns None on any failure."""
+    """Check credentials; records failures in the audit log. Returns None on any failure.
+
+    An unknown email, a wrong password and a deactivated user look alike, in the answer and in
+    the time it takes. A hash made with older parameters is upgraded on success.
+    """
     email = normalize_email(email)
+    password = password or ""
     with transaction():
         user = db.session.execute(sa.select(User).where(User.email == email)).scalar_one_or_none()
         if user is None:
-            burn_time(password or "")
-        elif user.active and verify_password(user.password_hash, password or ""):
+            burn_time(password)
+        elif verify_password(user.password_hash, password) and user.active:
+            if needs_rehash(user.password_hash):
+                user.password_hash = hash_password(password)
             return user
         audit.record(actor, "auth.login_failed", "user", user.id if user else None, email=email[:254])
     return None
@@ -127,10 +141,22 @@ def _hash_session_id(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+def _session_cutoff():
+    """Sessions started before this instant have ended (PERMANENT_SESSION_LIFETIME, 12 hours)."""
+    return utcnow() - current_app.permanent_session_lifetime
+
+
 def start_session(user: User, actor: Actor) -> str:
-    """Open a new server-side session for `user`; returns its id (kept in the signed cookie)."""
+    """Open a new server-side session for `user`; returns its id (kept in the signed cookie).
+
+    Sessions last at most PERMANENT_SESSION_LIFETIME from sign-in; the user's ended ones are
+    removed here.
+    """
     session_id = secrets.token_urlsafe(32)
     with transaction():
+        db.session.execute(
+            sa.delete(UserSession).where(UserSession.user_id == user.id, UserSession.created_at < _session_cutoff())
+        )
         db.session.add(UserSession(id_hash=_hash_session_id(session_id), user_id=user.id))
         audit.record(actor, "auth.login", "user", user.id)
     user.current_session_id = session_id
@@ -142,13 +168,14 @@ def load_session_user(session_id: str) -> User | None:
     row = db.session.execute(
         sa.select(UserSession).where(UserSession.id_hash == _hash_session_id(session_id))
     ).scalar_one_or_none()
-    if row is None or not row.user.active:
+    if row is None or not row.user.active or row.created_at < _session_cutoff():
         return None
     row.user.current_session_id = session_id
     return row.user
 
 
 def end_session(session_id: str | None) -> None:
+    """Sign out: the session row goes, so its cookie is refused even if replayed."""
     if not session_id:
         return
     with transaction():
@@ -196,16 +223,20 @@ def set_role(actor: Actor, user_id: uuid.UUID, role: str) -> User:
 
 
 def _active_admins() -> int:
-    return db.session.execute(
-        sa.select(sa.func.count()).select_from(User).where(User.role == "admin", User.active)
-    ).scalar_one()
+    """How many active administrators there are, with their rows locked (PostgreSQL) so that two
+    administrators demoting or deactivating each other at once cannot leave none."""
+    ids = db.session.execute(
+        sa.select(User.id).where(User.role == "admin", User.active).order_by(User.id).with_for_update()
+    ).scalars().all()
+    return len(ids)
 
 
 def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
     """Soft-delete a user: sessions and tokens stop at once, and their BYOK keys are deleted,
     all in one transaction.
 
-    :raise NotFound: no such user. :raise Conflict: the last active administrator.
+    :raise NotFound: no such user. :raise Conflict: the last active administrator, or the actor
+        themselves (an administrator cannot lock themselves out by mistake).
     """
     with transaction():
         user = db.session.execute(sa.select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
@@ -213,6 +244,8 @@ def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
             raise NotFound("User not found.")
         if not user.active:
             return user
+        if actor.user_id == user.id:
+            raise Conflict("You cannot deactivate your own account.")
         if user.role == "admin" and _active_admins() <= 1:
             raise Conflict("The last active administrator cannot be deactivated.")
         user.active = False
