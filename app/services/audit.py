@@ -63,12 +63,22 @@ class AuditFilter:
 
 
 def list_events(filters: AuditFilter, page: Page) -> tuple[list[AuditEvent], int]:
-    """Newest first, filtered by actor (email or id), action prefix and resource."""
+    """Newest first, filtered by actor (a user id, or part of the email / label, any case),
+    action (the name, or its first segments: `user` finds every `user.*` event) and resource
+    (type, id)."""
     stmt = sa.select(AuditEvent)
     if filters.actor:
-        stmt = stmt.where(AuditEvent.actor_label.ilike(f"%{filters.actor}%"))
+        actor_id = _as_uuid(filters.actor)
+        if actor_id is not None:
+            stmt = stmt.where(AuditEvent.actor_id == actor_id)
+        else:
+            stmt = stmt.where(AuditEvent.actor_label.icontains(filters.actor, autoescape=True))
     if filters.action:
-        stmt = stmt.where(AuditEvent.action.startswith(filters.action))
+        # Whole dot-separated segments: `user` and `user.` find every user event, while
+        # `auth.login` does not also find `auth.login_failed`.
+        action = filters.action.rstrip(".")
+        stmt = stmt.where(sa.or_(AuditEvent.action == action,
+                                 AuditEvent.action.startswith(action + ".", autoescape=True)))
     if filters.resource_type:
         stmt = stmt.where(AuditEvent.resource_type == filters.resource_type)
     if filters.resource_id:
@@ -78,3 +88,10 @@ def list_events(filters: AuditFilter, page: Page) -> tuple[list[AuditEvent], int
         page.apply(stmt.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()))
     ).scalars().all()
     return list(rows), total
+
+
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
