@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from markupsafe import escape
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from app.errors import DomainError
-from app.extensions import db
+from app.extensions import db, login_manager
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -53,17 +54,24 @@ def error_response(status: int, body: dict | None = None, page_message: str | No
     if wants_json():
         response = jsonify(body)
     else:
-        response = current_app.response_class(
-            render_template(
-                "errors/error.html",
-                status=status,
-                title=_PAGE_TITLES.get(status, "Error"),
-                message=page_message or body.get("message"),
-                request_id=getattr(g, "request_id", None),
-            )
-        )
+        response = current_app.response_class(_error_page(status, page_message or body.get("message")))
     response.status_code = status
     return response
+
+
+def _error_page(status: int, message: str | None) -> str:
+    """The error page in the layout; a bare page if the layout itself cannot be rendered."""
+    request_id = getattr(g, "request_id", None)
+    if status == 503:
+        # The database is gone: the layout must not (re)load the signed-in user from it.
+        g._login_user = login_manager.anonymous_user()
+    try:
+        return render_template("errors/error.html", status=status, title=_PAGE_TITLES.get(status, "Error"),
+                               message=message, request_id=request_id)
+    except Exception:
+        current_app.logger.exception("error page failed to render [request_id=%s]", request_id)
+        return (f"<!doctype html><title>Error {status}</title><h1>{escape(_PAGE_TITLES.get(status, 'Error'))}</h1>"
+                f"<p>{escape(message or '')}</p><p>Reference: {escape(request_id or '-')}</p>")
 
 
 def _rollback() -> None:
@@ -102,10 +110,12 @@ def init_errors(app: Flask) -> None:
     def unexpected_error(error: Exception):
         _rollback()
         if is_database_unavailable(error):
-            current_app.logger.warning("database unavailable: %s", type(error).__name__)
+            current_app.logger.warning("database unavailable: %s [request_id=%s]", type(error).__name__,
+                                       getattr(g, "request_id", None))
             response = error_response(503, {"message": _HTTP_MESSAGES[503]})
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
             return response
-        current_app.logger.exception("unhandled error")
         request_id = getattr(g, "request_id", None)
+        # The request id is in the message itself, so every handler (not only ours) shows it.
+        current_app.logger.exception("unhandled error in %s %s [request_id=%s]", request.method, request.path, request_id)
         return error_response(500, {"message": "Internal error.", "request_id": request_id})

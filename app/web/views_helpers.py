@@ -15,7 +15,8 @@ from app.services.base import Actor
 
 
 def current_actor() -> Actor:
-    user = current_user if current_user.is_authenticated else None
+    """The signed-in user (or nobody) as the Actor that services record in the audit log."""
+    user = current_user._get_current_object() if current_user.is_authenticated else None
     return Actor(
         user=user,
         label=user.email if user else "anonymous",
@@ -25,6 +26,8 @@ def current_actor() -> Actor:
 
 
 def admin_required(view):
+    """Signed-in administrators only. :raise 403: a member. Anonymous users go to the login page."""
+
     @wraps(view)
     @login_required
     def wrapped(*args, **kwargs):
@@ -40,10 +43,14 @@ def safe_next(target: str | None) -> str:
     if not target:
         return "/"
     target = target.strip()
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+    # Browsers drop tabs and newlines from URLs and read a backslash as a slash, so `/\t/evil`
+    # and `/\evil` both mean `//evil`: refuse any control character or backslash outright.
+    if any(ord(c) < 32 or ord(c) == 127 for c in target) or "\\" in target:
+        return "/"
+    if not target.startswith("/") or target.startswith("//"):
         return "/"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
+    if parts.scheme or parts.netloc:
         return "/"
     return target
 
