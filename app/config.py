@@ -1,8 +1,13 @@
 """Configuration: defaults, then the environment (and `.env`), then a test mapping.
 
-Outside development the app fails fast when a secret it needs is missing; in development
-(`SWITCHBOARD_ENV=development`, which `make run` sets) the secrets are generated once into
-the instance folder so a fresh clone just runs.
+`SWITCHBOARD_ENV` is `production` unless set (`make run` sets `development`; the tests use
+`testing`). In production the app fails fast, naming the variable, when SECRET_KEY or
+ENCRYPTION_KEYS is missing or a value is malformed. In development both secrets are generated
+once into the instance folder (mode 0600) so a fresh clone just runs; under testing a missing
+SECRET_KEY becomes a random one for the process (never written anywhere).
+
+`.env` is loaded by `wsgi.py` (and by the `flask` command) before this runs; variables already
+in the environment win over the file.
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ class ConfigError(RuntimeError):
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+    return _parse_bool(name, os.environ.get(name), default)
+
+
+def _parse_bool(name: str, raw: Any, default: bool) -> bool:
+    """A boolean setting: true/false, 1/0, yes/no, on/off. :raise ConfigError: anything else."""
+    if isinstance(raw, bool):
+        return raw
+    if raw is None or str(raw).strip() == "":
         return default
-    value = raw.strip().lower()
+    value = str(raw).strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
@@ -65,9 +76,12 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
 
     secret_key = setting("SECRET_KEY")
     if not secret_key:
-        if not development:
+        if development:
+            secret_key = _read_or_create(instance / "secret_key", lambda: secrets.token_urlsafe(48))
+        elif env_name == "testing":
+            secret_key = secrets.token_urlsafe(48)  # sessions of a test run need not outlive it
+        else:
             raise ConfigError("SECRET_KEY is not set. Set SECRET_KEY to a long random value.")
-        secret_key = _read_or_create(instance / "secret_key", lambda: secrets.token_urlsafe(48))
 
     encryption_keys = setting("ENCRYPTION_KEYS")
     if not encryption_keys:
@@ -91,9 +105,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
     else:
         cookie_secure = _env_bool("SESSION_COOKIE_SECURE", secure_default)
 
-    allow_byok = setting("ALLOW_BYOK", "true")
-    if isinstance(allow_byok, str):
-        allow_byok = allow_byok.strip().lower() in ("1", "true", "yes", "on")
+    allow_byok = _parse_bool("ALLOW_BYOK", setting("ALLOW_BYOK"), True)
 
     config: dict[str, Any] = {
         "SWITCHBOARD_ENV": env_name,
@@ -119,6 +131,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         # Rate limits: login failures per IP and per email.
         "LOGIN_RATE_LIMIT": "5 per minute",
         "RATELIMIT_STORAGE_URI": setting("REDIS_URL") or "memory://",
+        "RATELIMIT_KEY_PREFIX": "switchboard",
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
         "RATELIMIT_HEADERS_ENABLED": False,
         # Argon2id at (above) the OWASP minimum: m=19 MiB, t=2, p=1.
