@@ -99,10 +99,10 @@ def clean_options(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidInput("Invalid options.", validations=[Validation("options", "Options must be a JSON object.")])
     try:
-        size = len(json.dumps(raw).encode())
+        size = len(json.dumps(raw, allow_nan=False).encode())
     except (TypeError, ValueError):
-        raise InvalidInput("Invalid options.",
-                           validations=[Validation("options", "Options must be a JSON object.")]) from None
+        raise InvalidInput("Invalid options.", validations=[
+            Validation("options", "Options must be plain JSON (no NaN or Infinity).")]) from None
     if size > OPTIONS_MAX_BYTES:
         raise InvalidInput("Invalid options.",
                            validations=[Validation("options", f"Options may hold at most {OPTIONS_MAX_BYTES} bytes.")])
@@ -152,6 +152,17 @@ def get_config(config_id: Any) -> ChatModelConfig:
     if config is None:
         raise NotFound(CONFIG_NOT_FOUND)
     return config
+
+
+def get_config_with_provider(config_id: Any) -> tuple[ChatModelConfig, AIProvider | None]:
+    """A live config and its AI provider (None for legacy configs), in one query. :raise NotFound:"""
+    row = db.session.execute(
+        sa.select(ChatModelConfig, AIProvider).outerjoin(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
+        .where(ChatModelConfig.id == parse_uuid(config_id), ChatModelConfig.deleted.is_(False))
+    ).first()
+    if row is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    return row[0], row[1]
 
 
 def list_configs(page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
