@@ -124,3 +124,23 @@ class Api:
 
     def delete(self, path: str, **kw):
         return self.request("DELETE", path, **kw)
+
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Settings a subprocess must not inherit from the test run (or the developer's shell).
+_APP_VARIABLES = ("DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEYS", "REDIS_URL", "ALLOW_BYOK", "SWITCHBOARD_ENV",
+                  "SWITCHBOARD_INSTANCE_PATH", "SESSION_COOKIE_SECURE", "PRIVATE_BASE_URL_ALLOWLIST", "FLASK_APP",
+                  "FLASK_DEBUG", "TEST_DATABASE_URL")
+
+
+def flask_cli(*args: str, env: dict[str, str], cwd: str = PROJECT_ROOT, timeout: int = 120):
+    """Run `flask --app wsgi ARGS` in a subprocess, as an operator would, with only `env` set
+    among the app's variables. Returns the CompletedProcess (text mode)."""
+    import subprocess
+    import sys
+
+    full_env = {k: v for k, v in os.environ.items() if k not in _APP_VARIABLES}
+    full_env.update(env)
+    full_env.setdefault("PYTHONPATH", PROJECT_ROOT)
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
