@@ -91,6 +91,7 @@ def probe_app(make_app, **overrides):
     class EchoBody(Body):
         name: str
         count: int = 0
+        ref: uuid.UUID | None = None
 
     probe = Blueprint("probe", __name__)
     probe.before_request(authenticate)
@@ -100,7 +101,8 @@ def probe_app(make_app, **overrides):
     @access("user")
     def echo():
         body, sent = parse_body(EchoBody)
-        return jsonify({"name": body.name, "sent": sorted(sent), "caller": actor().user.email})
+        return jsonify({"name": body.name, "sent": sorted(sent), "caller": actor().user.email,
+                        "ref": str(body.ref) if body.ref else None})
 
     @probe.get("/boom")
     @access("public")
@@ -180,8 +182,15 @@ def test_unknown_and_mistyped_fields_are_rejected(make_app, member):
     assert response.status_code == 400
     assert [v["field"] for v in response.get_json()["validations"]] == ["name"]
 
-    response = api_post({"name": "x", "count": 3})
-    assert response.get_json()["sent"] == ["count", "name"]
+    response = api_post({"name": "x", "count": "3"})  # strict: a string is not an integer
+    assert response.status_code == 400
+    assert [v["field"] for v in response.get_json()["validations"]] == ["count"]
+
+    ref = str(uuid.uuid4())
+    response = api_post({"name": "x", "count": 3, "ref": ref})  # ...but a UUID arrives as a JSON string
+    assert response.status_code == 200
+    assert response.get_json()["sent"] == ["count", "name", "ref"]
+    assert response.get_json()["ref"] == ref
 
 
 def test_exception_in_api_view_gives_500_envelope_and_is_logged(make_app, caplog):

@@ -29,7 +29,9 @@ def parse_body(schema: type[M]) -> tuple[M, set[str]]:
     if not isinstance(data, dict):
         raise InvalidInput("Request body must be valid JSON.")
     try:
-        model = schema.model_validate(data)
+        # Validated as JSON, still strict: a UUID, datetime or enum field takes its JSON string,
+        # while "5" is no integer and 1 is no boolean.
+        model = schema.model_validate_json(request.get_data())
     except ValidationError as error:
         validations = []
         for item in error.errors():
