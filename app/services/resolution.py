@@ -47,7 +47,7 @@ from app.models import (
 )
 from app.services import audit, secrets
 from app.services.base import Actor, parse_uuid, transaction
-from app.services.model_configs import CONFIG_NOT_FOUND, enabled_set, get_config
+from app.services.model_configs import CONFIG_NOT_FOUND, enabled_set_query, get_config
 
 KEY_SOURCES = ("user", "provider")
 REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled")
@@ -142,8 +142,8 @@ def resolve_many(user: User | None, configs: list[ChatModelConfig]) -> list[Reso
 
 
 def models_for(user: User) -> list[tuple[ChatModelConfig, Resolution]]:
-    """The enabled set, each config with its resolution for `user` (a constant number of queries)."""
-    rows, _ = enabled_set()
+    """The enabled set, each config with its resolution for `user`, in at most 4 queries."""
+    rows = [(c, p, lp) for c, p, lp in db.session.execute(enabled_set_query())]
     return list(zip([c for c, _, _ in rows], _resolve_rows(user, rows), strict=True))
 
 
