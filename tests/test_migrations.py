@@ -3,6 +3,7 @@ run: a throwaway SQLite file, or a throwaway PostgreSQL database created and dro
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -12,8 +13,18 @@ import sqlalchemy as sa
 from tests.support import KEY_A, SECRET_KEY, database_url, flask_cli, is_postgres
 
 
+@pytest.fixture(scope="session")
+def background_drops() -> Iterator[list[threading.Thread]]:
+    """DROP DATABASE waits for a checkpoint (seconds on a busy server): let it run alongside the
+    remaining tests, and wait for it only at the end of the session."""
+    threads: list[threading.Thread] = []
+    yield threads
+    for thread in threads:
+        thread.join(timeout=120)
+
+
 @pytest.fixture
-def throwaway_database(tmp_path) -> Iterator[str]:
+def throwaway_database(tmp_path, background_drops) -> Iterator[str]:
     if not is_postgres():
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
         return
@@ -25,11 +36,17 @@ def throwaway_database(tmp_path) -> Iterator[str]:
     admin_conninfo = base.replace("postgresql+psycopg://", "postgresql://", 1).rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop() -> None:
+        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
     try:
         yield base.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        thread = threading.Thread(target=drop, name=f"drop {name}")
+        thread.start()
+        background_drops.append(thread)
 
 
 def tables(url: str) -> set[str]:
