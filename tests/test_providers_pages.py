@@ -548,3 +548,20 @@ def test_every_admin_page_is_free_of_stored_keys(app, admin_client, member):
         body = text(admin_client.get(path))
         assert key not in body and ukey not in body
         assert key[:-4] not in body and ukey[:-4] not in body
+
+
+def test_a_migrated_provider_can_be_edited_without_renaming_it(app, admin_client):
+    from app.extensions import db
+    from app.models import AIProvider
+
+    with app.app_context():
+        provider = AIProvider(type="anthropic", name="agents-anthropic")
+        db.session.add(provider)
+        db.session.commit()
+        pid = str(provider.id)
+    data = {"name": "agents-anthropic", "display_name": "Anthropic (legacy)", "base_url": "",
+            "key_policy": "user_preferred", "enabled": "y"}
+    assert post_form(admin_client, f"/admin/providers/{pid}/edit", data).status_code == 303
+    assert provider_row(app, pid).display_name == "Anthropic (legacy)"
+    response = post_form(admin_client, f"/admin/providers/{pid}/edit", {**data, "name": "agents-other"})
+    assert field_error(text(response), "name") == f"Invalid AI provider name. {NAME_DETAIL}"

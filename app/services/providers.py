@@ -417,6 +417,9 @@ def add_key(actor: Actor, provider_id: Any, api_key: Any) -> AIProviderKey:
             raise
         audit.record(actor, "provider_key.create", "ai_provider_key", key.id, provider_id=provider.id,
                      key_hint=key.hint)
+        # Hand back the row as written: a concurrent provider deletion may remove it the moment we
+        # commit, and an attached instance would then fail to reload its expired attributes.
+        db.session.expunge(key)
     return key
 
 
