@@ -447,7 +447,7 @@ def test_delete_key_asks_first_then_deletes(app, admin_client):
     assert "Key deleted." in " ".join(flashes(body))
     # confirming again (a second tab) says it is gone
     again = post_form(admin_client, path, csrf_path=f"/admin/providers/{pid}")
-    assert "That key was already deleted." in flashes(text(admin_client.get(again.headers["Location"])))
+    assert "That key no longer exists here; nothing was deleted." in flashes(text(admin_client.get(again.headers["Location"])))
     assert admin_client.get(path).status_code == 404
 
 
@@ -464,7 +464,7 @@ def test_a_key_cannot_be_deleted_through_another_providers_page(app, admin_clien
     assert admin_client.get(f"/admin/providers/{b}/keys/{key_a}/delete").status_code == 404
     response = post_form(admin_client, f"/admin/providers/{b}/keys/{key_a}/delete", csrf_path=f"/admin/providers/{b}")
     assert response.status_code == 303
-    assert "That key was already deleted." in flashes(text(admin_client.get(response.headers["Location"])))
+    assert "That key no longer exists here; nothing was deleted." in flashes(text(admin_client.get(response.headers["Location"])))
     assert key_ids(app, a) == [key_a]
 
 

@@ -161,7 +161,7 @@ def delete_provider_key(provider_id: str, key_id: str):
         except NotFound as error:
             if error.message != service.KEY_NOT_FOUND:
                 abort(404)
-            flash("That key was already deleted.", "info")
+            flash("That key no longer exists here; nothing was deleted.", "info")
         else:
             flash("Key deleted. Its encrypted copy is gone from the database.", "success")
         return redirect(_detail_url(provider_id, "#keys"), code=303)

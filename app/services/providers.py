@@ -8,6 +8,7 @@ both call these functions and map the errors they raise.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -103,8 +104,12 @@ def clean_display_name(raw: Any) -> str:
     if raw is None:
         return ""
     value = raw.strip() if isinstance(raw, str) else None
-    if value is None or len(value) > DISPLAY_NAME_MAX or not _is_text(value):
+    if value is None or len(value) > DISPLAY_NAME_MAX:
         raise InvalidInput("Invalid display name.", detail=f"Display names are at most {DISPLAY_NAME_MAX} characters.",
+                           field="display_name")
+    # One line of printable text: no control characters (PostgreSQL refuses NUL in text anyway).
+    if not _is_text(value) or any(unicodedata.category(c) == "Cc" for c in value):
+        raise InvalidInput("Invalid display name.", detail="Display names cannot contain control characters.",
                            field="display_name")
     return value
 
