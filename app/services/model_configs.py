@@ -11,11 +11,12 @@ The default model:
   `is_default: false` on the current default is refused (400 "A default model is required while
   configs exist."); make another config the default instead. Deleting the default (or the
   provider it runs on) promotes another live config (`promote_default_if_missing`).
-- Switching the default locks the current default row first (`FOR UPDATE` on PostgreSQL, the
-  immediate write transaction on SQLite), unsets it, flushes, then sets the new one, all in the
-  caller's transaction. Should the default change under us anyway (a concurrent switch won the
-  race), the switch is retried a few times and then answered with 409; it never ends with zero
-  or two defaults.
+- Switching the default takes the default mutex, share-locks the providers involved, locks the
+  current default row (`FOR UPDATE` on PostgreSQL; SQLite's immediate write transaction
+  serialises writers), unsets it, flushes, then sets the new one, all in one transaction (see
+  `_make_default` for the lock order). Should a provider deletion move the default meanwhile,
+  the switch is retried a few times and then answered with 409; it never ends with zero or two
+  defaults.
 - A disabled config may stay (or become) the default: the admin decides. Promotion prefers an
   enabled config, then the oldest.
 """
@@ -304,8 +305,9 @@ def create_config(
         config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=pid, provider=provider_type, is_default=False,
                                  created_by=actor.user_id, updated_by=actor.user_id, **fields)
         db.session.add(config)
-        _flush_or_conflict()
-        _make_default(config, only_if_missing=not make_default)
+        _flush_or_conflict()  # before the default mutex: a duplicate waits on the index, holding no mutex
+        _serialize_default_changes()
+        _make_default(config.id, only_if_missing=not make_default)
         audit.record(actor, "model_config.create", "chat_model_config", config.id, ai_provider_id=pid,
                      provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
                      legacy=pid is None)
@@ -329,9 +331,12 @@ def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> Chat
     cleaned = {field: _CLEANERS[field](value) for field, value in changes.items()}
     wants_default = cleaned.pop("is_default", None)
     with transaction():
+        became_default = False
         if wants_default:
-            # Lock order: the current default, then the target (as a switch and a deletion do).
-            _lock_current_default()
+            # The switch comes first so its locks are taken in the one order every default
+            # change uses (mutex, providers, current default, target).
+            _serialize_default_changes()
+            became_default = _make_default(cid)
         config = lock_one(_live(cid))
         if config is None:
             raise NotFound(CONFIG_NOT_FOUND)
@@ -340,16 +345,10 @@ def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> Chat
         changed = {f: v for f, v in cleaned.items() if getattr(config, f) != v}
         for field, value in changed.items():
             setattr(config, field, value)
-        if changed:
+        if changed or became_default:
             config.updated_at = utcnow()
             config.updated_by = actor.user_id
             _flush_or_conflict()
-        became_default = bool(wants_default) and not config.is_default
-        if became_default:
-            _make_default(config)
-            config.updated_by = actor.user_id
-            db.session.flush()
-        if changed or became_default:
             audit.record(actor, "model_config.update", "chat_model_config", config.id,
                          fields=sorted([*changed, *(["is_default"] if became_default else [])]),
                          **{k: v for k, v in changed.items() if k != "options"},
@@ -372,6 +371,11 @@ def delete_config(actor: Actor, config_id: Any) -> None:
     """
     cid = parse_uuid(config_id)
     with transaction():
+        _serialize_default_changes()
+        found = db.session.execute(_live(cid)).scalar_one_or_none()
+        if found is None:
+            raise NotFound(CONFIG_NOT_FOUND)
+        _share_lock_providers({found.ai_provider_id})
         config = lock_one(_live(cid))
         if config is None:
             raise NotFound(CONFIG_NOT_FOUND)
@@ -423,40 +427,79 @@ def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
+# Default changes (switch, first config, deletion of a config) run in this lock order, so two of
+# them never wait on each other in a cycle:
+#   1. the default mutex: a transaction-scoped advisory lock on PostgreSQL (SQLite's immediate
+#      write transaction already serialises writers), so "the current default" cannot move
+#      between reading it and locking it, except by a provider deletion;
+#   2. FOR SHARE on the AI provider rows of the configs involved, in id order: a provider
+#      deletion (which locks its provider row first, then its configs) either finishes before
+#      we touch its configs or waits for us, never half-way;
+#   3. FOR UPDATE on the current default, then on the target.
+# Provider deletion promotes without the mutex; it never needs a row that 1-3 hold without first
+# holding the provider row that step 2 shares, so it cannot close a cycle either.
+DEFAULT_MUTEX_KEY = 0x5B0A4D_DEFA17  # any fixed 64-bit number, used by nothing else
+
+
+class _DefaultMoved(Exception):
+    """The default changed between reading and locking it: roll the attempt back and retry."""
+
+
+def _serialize_default_changes() -> None:
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(DEFAULT_MUTEX_KEY)))
+
+
+def _share_lock_providers(provider_ids: set[uuid.UUID | None]) -> None:
+    ids = sorted(i for i in provider_ids if i is not None)
+    if ids:
+        db.session.execute(sa.select(AIProvider.id).where(AIProvider.id.in_(ids)).order_by(AIProvider.id)
+                           .with_for_update(read=True)).all()
+
+
 def _current_default_query() -> sa.Select:
-    return sa.select(ChatModelConfig).where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False))
+    return (sa.select(ChatModelConfig)
+            .where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False))
+            .execution_options(populate_existing=True))
 
 
-def _lock_current_default() -> ChatModelConfig | None:
-    return lock_one(_current_default_query())
+def _make_default(target_id: uuid.UUID, *, only_if_missing: bool = False) -> bool:
+    """Make a live config the default: unset the current default, flush, set the target, flush.
+    Call with the default mutex held. Returns whether the target became the default now.
 
+    With `only_if_missing`, only when there is no live default (the first config). An attempt is
+    rolled back to its savepoint (releasing its row locks) and retried when a provider deletion
+    moved the default meanwhile.
 
-def _make_default(config: ChatModelConfig, *, only_if_missing: bool = False) -> None:
-    """Make `config` the default: lock the current default, unset it, flush, set `config`, flush.
-
-    With `only_if_missing`, only when there is no live default (the first config). Retries when a
-    concurrent transaction changed the default between our lock and our write.
-
-    :raise Conflict: the default kept changing for every attempt.
+    :raise NotFound: the target is not live. :raise Conflict: the default kept moving.
     """
     for _attempt in range(DEFAULT_SWITCH_ATTEMPTS):
         try:
             with db.session.begin_nested():
-                current = _lock_current_default()
-                if current is config or (only_if_missing and current is not None):
-                    return
+                current = db.session.execute(_current_default_query()).scalar_one_or_none()
+                if current is not None and (only_if_missing or current.id == target_id):
+                    return False
+                target = db.session.execute(_live(target_id)).scalar_one_or_none()
+                if target is None:
+                    raise NotFound(CONFIG_NOT_FOUND)
+                _share_lock_providers({target.ai_provider_id, current.ai_provider_id if current else None})
                 if current is not None:
+                    if lock_one(_current_default_query().where(ChatModelConfig.id == current.id)) is None:
+                        raise _DefaultMoved
                     current.is_default = False
                     current.updated_at = utcnow()
                     db.session.flush()
-                config.is_default = True
+                target = lock_one(_live(target_id).execution_options(populate_existing=True))
+                if target is None:
+                    raise NotFound(CONFIG_NOT_FOUND)
+                target.is_default = True
                 db.session.flush()
-            return
+            return True
+        except _DefaultMoved:
+            continue
         except IntegrityError as error:
             if not is_unique_violation(error, DEFAULT_INDEX):
                 raise
-            # The savepoint's rollback expired `config` and the old default: the next attempt
-            # reads the default that won.
     raise Conflict("The default model changed at the same time; try again.", field="is_default")
 
 
