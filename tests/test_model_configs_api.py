@@ -117,6 +117,10 @@ def test_create_legacy_config_when_the_type_has_a_legacy_provider(app, admin_api
     again = admin_api.post("/model-configs", json={"provider": "anthropic", "model": "claude-3-5-sonnet"})
     assert again.status_code == 409
     assert again.get_json()["message"] == "Chat model config already exists."
+    make_legacy(app, "google", enabled=False)
+    response = admin_api.post("/model-configs", json={"provider": "google", "model": "gemini"})
+    assert response.status_code == 400
+    assert response.get_json()["message"] == "Provider is disabled."
 
 
 def test_create_on_missing_deleted_or_disabled_provider(app, admin_api):

@@ -263,9 +263,10 @@ def create_config(
     """Add a chat model config on a live, enabled AI provider (read under a shared row lock in
     this transaction, so a concurrent provider deletion cannot leave a live config behind).
 
-    Without `ai_provider_id`, a `provider` type that has a legacy chat provider creates a legacy
-    config. `provider`, when sent with an AI provider, must be that provider's type. The first
-    live config becomes the default; `is_default: true` makes the new config the default.
+    Without `ai_provider_id`, a `provider` type that has an enabled legacy chat provider creates a
+    legacy config (a disabled one: 400 "Provider is disabled."). `provider`, when sent with an AI
+    provider, must be that provider's type. The first live config becomes the default;
+    `is_default: true` makes the new config the default.
 
     :raise InvalidInput: "AI provider ID is required.", "AI provider is disabled.",
         "Model is required.", a bad field. :raise NotFound: "AI provider not found."
@@ -301,6 +302,8 @@ def create_config(
                 legacy = lock_one(sa.select(ChatProvider).where(ChatProvider.provider == provider), shared=True)
             if legacy is None:
                 raise InvalidInput("AI provider ID is required.", field="ai_provider_id")
+            if not legacy.enabled:
+                raise InvalidInput("Provider is disabled.", field="provider")
             provider_type = legacy.provider
         config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=pid, provider=provider_type, is_default=False,
                                  created_by=actor.user_id, updated_by=actor.user_id, **fields)
