@@ -79,12 +79,11 @@ def truncate_all(app) -> None:
     with app.app_context():
         db.session.remove()
         tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+        # DELETE, children first, on both backends: a test leaves a handful of rows, and on
+        # PostgreSQL TRUNCATE makes new files for every table (0.1-0.5 s per test on a busy server).
         with db.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
-            else:
-                for t in tables:
-                    conn.exec_driver_sql(f'DELETE FROM "{t}"')
+            for t in tables:
+                conn.exec_driver_sql(f'DELETE FROM "{t}"')
         app.extensions.pop("switchboard.registered_digests", None)
 
 
