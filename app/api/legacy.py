@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import jsonify
 
 from app.api import bp
+from app.api import responses as out
 from app.api.auth import access, actor
+from app.api.openapi import doc
 from app.api.util import Body, listing, page_from_args, parse_body, timestamp
 from app.models import ChatProvider
 from app.services import legacy
@@ -65,6 +67,7 @@ def user_config_dict(config: legacy.UserProviderConfig) -> dict:
 
 @bp.get("/providers")
 @access("admin")
+@doc("List legacy chat providers", responses={200: list[out.LegacyProvider]}, paged=True)
 def list_legacy_providers():
     """Every legacy chat provider, ordered by type."""
     providers, total = legacy.list_providers(page_from_args())
@@ -73,6 +76,7 @@ def list_legacy_providers():
 
 @bp.post("/providers")
 @access("admin")
+@doc("Create a legacy chat provider", body=LegacyProviderCreate, responses={201: out.LegacyProvider}, errors=(409,))
 def create_legacy_provider():
     """:raise 400: invalid provider, policy or key. :raise 409: one of this type exists."""
     body, _ = parse_body(LegacyProviderCreate)
@@ -82,6 +86,7 @@ def create_legacy_provider():
 
 @bp.patch("/providers/<provider_id>")
 @access("admin")
+@doc("Update a legacy chat provider", body=LegacyProviderUpdate, responses={200: out.LegacyProvider}, errors=(409,))
 def update_legacy_provider(provider_id: str):
     """:raise 404: "Chat provider not found." """
     body, sent = parse_body(LegacyProviderUpdate)
@@ -91,6 +96,7 @@ def update_legacy_provider(provider_id: str):
 
 @bp.delete("/providers/<provider_id>")
 @access("admin")
+@doc("Delete a legacy chat provider", responses={204: None})
 def delete_legacy_provider(provider_id: str):
     """Delete the provider, its key and every user's key for it. :raise 404:"""
     legacy.delete_provider(actor(), provider_id)
@@ -99,6 +105,7 @@ def delete_legacy_provider(provider_id: str):
 
 @bp.get("/user-provider-configs")
 @access("user")
+@doc("List the caller's legacy provider configs", responses={200: list[out.UserProviderConfig]}, paged=True)
 def list_user_provider_configs():
     """The caller's view of the legacy providers they may bring a key for."""
     configs, total = legacy.list_user_configs(actor().user_id, page_from_args())
@@ -107,6 +114,7 @@ def list_user_provider_configs():
 
 @bp.put("/user-provider-configs/<provider_id>")
 @access("user")
+@doc("Save the caller's key for a legacy provider", body=UserKeyBody, responses={200: out.UserProviderConfig})
 def put_user_provider_config(provider_id: str):
     """Save the caller's key. :raise 403: BYOK off. :raise 400: disabled or not allowed."""
     body, _ = parse_body(UserKeyBody)
@@ -116,6 +124,7 @@ def put_user_provider_config(provider_id: str):
 
 @bp.delete("/user-provider-configs/<provider_id>")
 @access("user")
+@doc("Delete the caller's key for a legacy provider", responses={204: None})
 def delete_user_provider_config(provider_id: str):
     """Remove the caller's key; idempotent."""
     legacy.delete_user_key(actor(), provider_id)

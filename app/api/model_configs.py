@@ -7,7 +7,9 @@ from typing import Any
 from flask import jsonify
 
 from app.api import bp
+from app.api import responses as out
 from app.api.auth import access, actor
+from app.api.openapi import doc
 from app.api.util import Body, listing, page_from_args, parse_body, timestamp
 from app.models import ChatModelConfig
 from app.services import model_configs as service
@@ -84,6 +86,7 @@ def resolution_dict(resolution: Resolution) -> dict:
 
 @bp.get("/model-configs")
 @access("user")
+@doc("List model configs", responses={200: list[out.ModelConfig]}, paged=True)
 def list_model_configs():
     """Admins: every live config. Members: the enabled set."""
     configs, total = service.list_visible(actor(), page_from_args())
@@ -92,6 +95,7 @@ def list_model_configs():
 
 @bp.get("/model-configs/enabled")
 @access("user")
+@doc("List the enabled model configs", responses={200: list[out.ModelConfig]}, paged=True)
 def list_enabled_model_configs():
     """The enabled set: the configs chat users may pick now, the default first."""
     configs, total = service.list_enabled(page_from_args())
@@ -100,6 +104,7 @@ def list_enabled_model_configs():
 
 @bp.post("/model-configs")
 @access("admin")
+@doc("Create a model config", body=ModelConfigCreate, responses={201: out.ModelConfig}, errors=(404, 409))
 def create_model_config():
     body, sent = parse_body(ModelConfigCreate)
     config = service.create_config(actor(), **{f: getattr(body, f) for f in sent})
@@ -108,6 +113,7 @@ def create_model_config():
 
 @bp.get("/model-configs/<config_id>")
 @access("user")
+@doc("Get a model config", responses={200: out.ModelConfig})
 def get_model_config(config_id: str):
     """Admins: any live config. Members: a config of the enabled set. :raise 404:"""
     return jsonify(model_config_dict(service.get_visible(actor(), config_id)))
@@ -115,6 +121,7 @@ def get_model_config(config_id: str):
 
 @bp.patch("/model-configs/<config_id>")
 @access("admin")
+@doc("Update a model config", body=ModelConfigUpdate, responses={200: out.ModelConfig}, errors=(409,))
 def update_model_config(config_id: str):
     body, sent = parse_body(ModelConfigUpdate)
     config = service.update_config(actor(), config_id, {f: getattr(body, f) for f in sent})
@@ -123,6 +130,7 @@ def update_model_config(config_id: str):
 
 @bp.delete("/model-configs/<config_id>")
 @access("admin")
+@doc("Delete a model config", responses={204: None})
 def delete_model_config(config_id: str):
     service.delete_config(actor(), config_id)
     return "", 204
@@ -130,6 +138,7 @@ def delete_model_config(config_id: str):
 
 @bp.get("/model-configs/<config_id>/resolution")
 @access("user")
+@doc("Resolve a model config for the caller", responses={200: out.Resolution})
 def get_model_config_resolution(config_id: str):
     """Which provider, base URL and whose key would serve the caller; never the key itself."""
     return jsonify(resolution_dict(resolution_service.resolve(actor().user, config_id)))
@@ -137,6 +146,7 @@ def get_model_config_resolution(config_id: str):
 
 @bp.post("/credentials")
 @access("service")
+@doc("Hand out credentials for a user", body=CredentialsRequest, responses={200: out.Credentials}, errors=(404,))
 def hand_out_credentials():
     """Service tokens only: the resolution for a user plus the key in plaintext (audited)."""
     body, _ = parse_body(CredentialsRequest)

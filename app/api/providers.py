@@ -9,7 +9,9 @@ from __future__ import annotations
 from flask import jsonify
 
 from app.api import bp
+from app.api import responses as out
 from app.api.auth import access, actor
+from app.api.openapi import doc
 from app.api.schemas import ProviderCreate, ProviderKeyCreate, ProviderUpdate
 from app.api.serializers import provider_dict
 from app.api.util import listing, page_from_args, parse_body, timestamp
@@ -35,6 +37,7 @@ def _with_facts(provider: AIProvider) -> dict:
 
 @bp.get("/ai-providers")
 @access("admin")
+@doc("List AI providers", responses={200: list[out.Provider]}, paged=True)
 def list_ai_providers():
     """Live providers, disabled included, ordered by name; `limit`/`offset`, total in X-Total-Count."""
     providers, total = service.list_providers(page_from_args())
@@ -44,6 +47,7 @@ def list_ai_providers():
 
 @bp.post("/ai-providers")
 @access("admin")
+@doc("Create an AI provider", body=ProviderCreate, responses={201: out.Provider}, errors=(409,))
 def create_ai_provider():
     """Register a provider. :raise 400: a field breaks its rule. :raise 409: the name is taken."""
     body, _ = parse_body(ProviderCreate)
@@ -53,6 +57,7 @@ def create_ai_provider():
 
 @bp.get("/ai-providers/<provider_id>")
 @access("admin")
+@doc("Get an AI provider", responses={200: out.Provider})
 def get_ai_provider(provider_id: str):
     """:raise 400: malformed id. :raise 404: missing or deleted."""
     return jsonify(_with_facts(service.get_provider(provider_id)))
@@ -60,6 +65,7 @@ def get_ai_provider(provider_id: str):
 
 @bp.patch("/ai-providers/<provider_id>")
 @access("admin")
+@doc("Update an AI provider", body=ProviderUpdate, responses={200: out.Provider}, errors=(409,))
 def update_ai_provider(provider_id: str):
     """Change the fields that were sent. :raise 400: `type` or a bad value. :raise 404: :raise 409: name taken."""
     body, sent = parse_body(ProviderUpdate)
@@ -69,6 +75,7 @@ def update_ai_provider(provider_id: str):
 
 @bp.delete("/ai-providers/<provider_id>")
 @access("admin")
+@doc("Delete an AI provider", responses={204: None})
 def delete_ai_provider(provider_id: str):
     """Soft-delete the provider; its keys, users' keys and model configs go with it. :raise 404:"""
     service.delete_provider(actor(), provider_id)
@@ -77,6 +84,7 @@ def delete_ai_provider(provider_id: str):
 
 @bp.get("/ai-providers/<provider_id>/keys")
 @access("admin")
+@doc("List a provider's keys", responses={200: list[out.ProviderKey]}, paged=True)
 def list_ai_provider_keys(provider_id: str):
     """The provider's keys (hints only), oldest first. :raise 404: unknown provider."""
     keys, total = service.page_keys(provider_id, page_from_args())
@@ -85,6 +93,7 @@ def list_ai_provider_keys(provider_id: str):
 
 @bp.post("/ai-providers/<provider_id>/keys")
 @access("admin")
+@doc("Add a key to a provider", body=ProviderKeyCreate, responses={201: out.ProviderKey}, errors=(409,))
 def create_ai_provider_key(provider_id: str):
     """Store a key (encrypted); the answer shows only its hint. :raise 400: :raise 404: :raise 409: duplicate."""
     body, _ = parse_body(ProviderKeyCreate)
@@ -94,6 +103,7 @@ def create_ai_provider_key(provider_id: str):
 
 @bp.delete("/ai-providers/<provider_id>/keys/<key_id>")
 @access("admin")
+@doc("Delete a provider key", responses={204: None})
 def delete_ai_provider_key(provider_id: str, key_id: str):
     """:raise 404: "AI provider key not found." when missing or it belongs to another provider."""
     service.delete_key(actor(), provider_id, key_id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import jsonify
 
 from app.api import bp
+from app.api import responses as out
 from app.api.auth import access, actor
+from app.api.openapi import doc
 from app.api.serializers import provider_summary
 from app.api.util import Body, listing, page_from_args, parse_body
 from app.services import user_keys
@@ -29,6 +31,7 @@ def user_key_config_dict(config: UserKeyConfig) -> dict:
 
 @bp.get("/user-ai-provider-keys")
 @access("user")
+@doc("List the caller's provider keys", responses={200: list[out.UserKeyConfig]}, paged=True)
 def list_user_keys():
     """The caller's key configs, ordered by provider name (`limit`, `offset`, `X-Total-Count`)."""
     configs, total = user_keys.list_user_keys(actor(), page_from_args())
@@ -37,6 +40,7 @@ def list_user_keys():
 
 @bp.put("/user-ai-provider-keys/<provider_id>")
 @access("user")
+@doc("Save the caller's key for a provider", body=UserKeyBody, responses={200: out.UserKeyConfig})
 def put_user_key(provider_id: str):
     """Save the caller's key for a provider. The body is parsed only when the service reaches
     the key rules, so BYOK-off (403) and the provider checks come first.
@@ -50,6 +54,7 @@ def put_user_key(provider_id: str):
 
 @bp.delete("/user-ai-provider-keys/<provider_id>")
 @access("user")
+@doc("Delete the caller's key for a provider", responses={204: None})
 def delete_user_key(provider_id: str):
     """Delete the caller's key for a provider; 204 whether or not one existed. :raise 400: malformed id."""
     user_keys.delete_user_key(actor(), provider_id)

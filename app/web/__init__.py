@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("web", __name__)
 
-from app.web import models, views  # noqa: E402,F401
+from app.web import apidocs, models, views  # noqa: E402,F401
