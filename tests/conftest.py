@@ -12,6 +12,9 @@ import sqlalchemy as sa
 
 from tests.support import KEY_A, SECRET_KEY, Api, database_url, is_postgres, make_token, make_user
 
+# Scans every response, log record and (before each emptying) the database for canary keys.
+pytest_plugins = ["tests.leak_canary"]
+
 _SQLITE_DIR = Path(tempfile.mkdtemp(prefix="switchboard-tests-"))
 
 
@@ -104,6 +107,9 @@ def _isolate(request):
     yield
     app.config.clear()
     app.config.update(saved)
+    from tests.leak_canary import scan_database
+
+    scan_database(app, request.node.nodeid)  # the leak canary reads every row before they go
     truncate_all(app)
 
 
