@@ -1,0 +1,89 @@
+"""JSON routes for testing keys and discovering models (SPEC section 6a).
+
+Every route that calls out to a provider shares one budget per user, `OUTBOUND_RATE_LIMIT`
+(default 10 per minute), with the matching admin and settings pages: `provider_call_limit`.
+Over it the answer is 429 and nothing is sent.
+"""
+
+from __future__ import annotations
+
+from flask import current_app, g, jsonify, request
+from flask_login import current_user
+
+from app.api import bp
+from app.api import responses as out
+from app.api.auth import access, actor
+from app.api.openapi import doc
+from app.api.util import Body, parse_body
+from app.extensions import limiter
+from app.services import key_testing
+
+DEFAULT_RATE_LIMIT = "10 per minute"
+
+
+def _rate_limit() -> str:
+    return current_app.config.get("OUTBOUND_RATE_LIMIT") or DEFAULT_RATE_LIMIT
+
+
+def _caller_key() -> str:
+    """The signed-in user (API actor or page session); the client address only as a fallback."""
+    api_actor = g.get("actor")
+    user_id = api_actor.user_id if api_actor is not None else None
+    if user_id is None and current_user.is_authenticated:
+        user_id = current_user.id
+    return f"user:{user_id}" if user_id else f"ip:{request.remote_addr}"
+
+
+# Applied after authentication (below `@access`, `@admin_required`, `@login_required`), so only
+# signed-in callers are counted, each against their own budget.
+provider_call_limit = limiter.shared_limit(_rate_limit, scope="provider-calls", key_func=_caller_key)
+
+
+class NoBody(Body):
+    """These routes take no body; one that is sent may not carry fields."""
+
+
+def _refuse_fields() -> None:
+    if request.get_data(cache=True):
+        parse_body(NoBody)
+
+
+@bp.post("/ai-providers/<provider_id>/keys/<key_id>/test")
+@access("admin")
+@doc("Test a provider key", body=NoBody, body_required=False, responses={200: out.KeyTestResult}, errors=(429,))
+@provider_call_limit
+def test_provider_key(provider_id: str, key_id: str):
+    """Test one of a provider's keys: `{"result", "message"}`.
+
+    :raise 400: malformed id, Bedrock, no base URL. :raise 404: provider or key not found.
+    :raise 429: over the per-user budget.
+    """
+    _refuse_fields()
+    return jsonify(key_testing.test_provider_key(actor(), provider_id, key_id).to_dict())
+
+
+@bp.post("/user-ai-provider-keys/<provider_id>/test")
+@access("user")
+@doc("Test the caller's key for a provider", body=NoBody, body_required=False, responses={200: out.KeyTestResult}, errors=(429,))
+@provider_call_limit
+def test_user_key(provider_id: str):
+    """Test the caller's own key for a provider: `{"result", "message"}`.
+
+    :raise 403: BYOK is disabled. :raise 400: malformed id, disabled provider, provider that does
+    not allow user keys, Bedrock. :raise 404: no live provider, or no key of the caller's.
+    """
+    _refuse_fields()
+    return jsonify(key_testing.test_user_key(actor(), provider_id).to_dict())
+
+
+@bp.get("/ai-providers/<provider_id>/models")
+@access("admin")
+@doc("Discover a provider's models", responses={200: list[out.ModelId]}, errors=(429, 502, 504))
+@provider_call_limit
+def list_provider_models(provider_id: str):
+    """The models the provider serves, asked with its oldest key: `[{"id": str}]`, sorted.
+
+    :raise 400: no key, Bedrock, no base URL. :raise 404: provider not found.
+    :raise 502: the provider gave no model list (`detail` is the result); 504 on a timeout.
+    """
+    return jsonify([{"id": model} for model in key_testing.discover_models(actor(), provider_id)])
