@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("settings", __name__)
 
-from app.settings import keys, views  # noqa: E402,F401
+from app.settings import key_tests, keys, views  # noqa: E402,F401
