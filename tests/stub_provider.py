@@ -1,7 +1,7 @@
 """A stub AI provider for tests: a threading HTTP(S) server on 127.0.0.1 that answers like a
 provider would, and records what reached it (connections, paths, the credential headers).
 
-Modes: `ok` (a model list in the shape the path asks for), `401`, `403`, `429`, `500`, `slow`
+Modes: `ok` (a model list in the shape the path asks for), `400`, `401`, `403`, `429`, `500`, `slow`
 (sleeps `delay` seconds before answering), `drip` (sends the headers one byte at a time),
 `redirect` (302 to `redirect_to`), `oversized` (a body one byte over `size` with a
 Content-Length), `oversized_stream` (the same, without Content-Length), `truncated` (promises
@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,6 +46,7 @@ class StubProvider:
     redirect_to: str = ""
     size: int = 1024 * 1024
     tls: ssl.SSLContext | None = None
+    on_request: Callable[[], None] | None = None  # runs in the server thread before each answer
     hits: list[Hit] = field(default_factory=list)
     connections: int = 0
     server_names: list[str | None] = field(default_factory=list)
@@ -109,7 +111,9 @@ def _handler(stub: StubProvider) -> type[BaseHTTPRequestHandler]:
             stub.hits.append(Hit("GET", self.path, {k.lower(): v for k, v in self.headers.items()
                                                     if k.lower() in CREDENTIAL_HEADERS}))
             mode = stub.mode
-            if mode in ("401", "403", "429", "500"):
+            if stub.on_request is not None:
+                stub.on_request()
+            if mode in ("400", "401", "403", "429", "500"):
                 return self._send(int(mode), {"error": {"message": f"Incorrect API key {BODY_MARKER}"}})
             if mode == "slow":
                 stub._stopping.wait(stub.delay)
