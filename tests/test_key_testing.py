@@ -628,6 +628,8 @@ def test_a_user_tests_their_own_key_on_the_settings_page(fast, client, admin, me
     setup = add_provider(fast, admin, server.url + "/v1", key_policy="user_only")
     mine = save_user_key(fast, member, setup.pid)
     login(client, member.email)
+    page = client.get("/settings/keys").get_data(as_text=True)
+    assert f'action="/settings/keys/{setup.pid}/test"' in page and ">Test my key</button>" in page
     response = post_form(client, f"/settings/keys/{setup.pid}/test", csrf_path="/settings/keys")
     assert response.status_code == 303
     assert response.headers["Location"].endswith(f"/settings/keys#provider-{setup.pid}")
@@ -643,6 +645,7 @@ def test_the_settings_page_says_when_there_is_no_key(fast, client, admin, member
     server = stubs("ok")
     setup = add_provider(fast, admin, server.url + "/v1", key_policy="user_only")
     login(client, member.email)
+    assert "Test my key" not in client.get("/settings/keys").get_data(as_text=True)
     page = post_form(client, f"/settings/keys/{setup.pid}/test", csrf_path="/settings/keys", follow=True)
     assert '<div class="flash flash-error">User API key not found.</div>' in page.get_data(as_text=True)
     assert server.connections == 0
