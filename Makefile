@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/switchboard_test
 export TEST_DATABASE_URL
 
-.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean
+.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test-postgres: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
+
+## HTTP benchmarks (wrk, gunicorn, PostgreSQL) into bench/results.md; not part of `make test`.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
+
+bench: install bench-deps
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
