@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/switchboard_test
 export TEST_DATABASE_URL
 
-.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps
+.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps e2e-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ run: install
 	SWITCHBOARD_ENV=development SESSION_COOKIE_SECURE=false $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000
 
 ## The whole suite, twice: SQLite, then PostgreSQL. Never skips PostgreSQL silently.
-test: install-dev
+test: install-dev e2e-deps
 	$(BIN)/python tests/check_postgres.py
 	@echo "=== pytest on SQLite ==="
 	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -38,9 +38,18 @@ test: install-dev
 test-sqlite: install-dev
 	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-postgres: install-dev
+test-postgres: install-dev e2e-deps
 	$(BIN)/python tests/check_postgres.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Browser tests (tests/e2e, PostgreSQL half): Debian's chromium and axe-core, installed only when missing.
+E2E_AXE := tests/e2e/node_modules/axe-core/axe.min.js
+e2e-deps: $(E2E_AXE)
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+$(E2E_AXE): tests/e2e/package.json tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: install-dev
 	$(BIN)/ruff check .
