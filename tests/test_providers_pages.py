@@ -145,11 +145,11 @@ def test_list_shows_each_provider_with_its_facts(app, admin_client, member, memb
     alpha, zeta = rows  # ordered by name
     assert "alpha" in alpha and "OpenAI-compatible" in alpha and "Disabled" in alpha
     assert "User key required" in alpha
-    cells = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r'<td class="num">(.*?)</td>', alpha, re.S)]
+    cells = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r'<td class="num"[^>]*>(.*?)</td>', alpha, re.S)]
     assert cells == [["0"], ["0"], ["0"]]  # no key, but user_only needs none: no warning
     assert "Claude" in zeta and "zeta" in zeta and "Anthropic" in zeta and "Enabled" in zeta
     assert "User key preferred" in zeta
-    cells = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r'<td class="num">(.*?)</td>', zeta, re.S)]
+    cells = [re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r'<td class="num"[^>]*>(.*?)</td>', zeta, re.S)]
     assert cells == [["2"], ["2"], ["3"]]
     assert "deleted-one" not in body
     assert f"/admin/providers/{b}" in body

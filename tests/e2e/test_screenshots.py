@@ -1,0 +1,57 @@
+"""Screenshots of the main pages at desktop (1280x800) and phone (390x844) widths.
+
+`UPDATE_SCREENSHOTS=1 make test-postgres PYTEST_ARGS=tests/e2e/test_screenshots.py` (or the same
+with `.venv/bin/python -m pytest`) rewrites docs/screenshots/*.png; otherwise they go to
+test-artifacts/screenshots/ so that `make test` never changes committed files. Either way, no page
+may scroll sideways at phone width: a person on a phone would have to pan to read it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.seed import seed_everything
+from tests.support import PROJECT_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.postgres_only]
+
+WIDTHS = {"desktop": {"width": 1280, "height": 800}, "narrow": {"width": 390, "height": 844}}
+DOCS = Path(PROJECT_ROOT) / "docs" / "screenshots"
+
+
+def output_dir() -> Path:
+    folder = DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else ARTIFACTS / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_screenshots_of_the_main_pages(web, server):
+    admin, member, providers = seed_everything(web, server)
+    anonymous = web.tab()
+    openai = providers["openai"]["id"]
+    shots = [
+        ("login", anonymous, "/login"),
+        ("providers", admin, "/admin/providers"),
+        ("provider-detail", admin, f"/admin/providers/{openai}"),
+        ("provider-delete", admin, f"/admin/providers/{openai}/delete"),
+        ("model-configs", admin, "/admin/model-configs"),
+        ("users", admin, "/admin/users"),
+        ("audit", admin, "/admin/audit"),
+        ("settings-keys", member, "/settings/keys"),
+        ("models", member, "/models"),
+    ]
+    folder = output_dir()
+    too_wide = []
+    for width, viewport in WIDTHS.items():
+        for name, tab, path in shots:
+            tab.page.set_viewport_size(viewport)
+            tab.goto(path)
+            overflow = tab.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 0:
+                too_wide.append(f"{path} at {viewport['width']} px scrolls sideways by {overflow} px")
+            tab.page.screenshot(path=str(folder / f"{name}-{width}.png"), animations="disabled", caret="hide")
+    assert not too_wide, "\n".join(too_wide)
