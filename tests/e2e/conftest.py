@@ -1,9 +1,9 @@
 """Browser tests: the real app under gunicorn on its own PostgreSQL database, driven by Chromium.
 
-- `server` (session): creates `<TEST_DATABASE_URL database>_e2e`, applies the migrations with
+- `server` (package: gone once the browser tests are done): creates `<TEST_DATABASE_URL database>_e2e`, applies the migrations with
   `flask --app wsgi db upgrade` and serves `wsgi:app` with gunicorn on a free port, configured as
   in production (SWITCHBOARD_ENV=production) except for plain-HTTP cookies.
-- `browser` (session): Debian's Chromium (/usr/bin/chromium) through Playwright.
+- `browser` (package): Debian's Chromium (/usr/bin/chromium) through Playwright.
 - Every test starts from an empty database (the server keeps running) and gets `web`, which
   opens watched tabs: each console error, uncaught page error and Content-Security-Policy
   violation is recorded, every response body and every DOM the test looked at is kept, and the
@@ -103,7 +103,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server():
     if not is_postgres():
         pytest.skip("browser tests run in the PostgreSQL half of the suite")
@@ -151,7 +151,7 @@ def _wait_until_ready(running: Server, process: subprocess.Popen) -> None:
     raise RuntimeError(f"gunicorn did not answer /healthz within 30 s:\n{running.log()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     if not is_postgres():
         pytest.skip("browser tests run in the PostgreSQL half of the suite")
@@ -165,7 +165,7 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def axe_source() -> str:
     if not AXE_JS.exists():
         pytest.fail(f"{AXE_JS} is missing: `make e2e-deps` runs `npm ci` in tests/e2e")
