@@ -3,7 +3,8 @@
 `UPDATE_SCREENSHOTS=1 make test-postgres PYTEST_ARGS=tests/e2e/test_screenshots.py` (or the same
 with `.venv/bin/python -m pytest`) rewrites docs/screenshots/*.png; otherwise they go to
 test-artifacts/screenshots/ so that `make test` never changes committed files. Either way, no page
-may scroll sideways at phone width: a person on a phone would have to pan to read it.
+may scroll sideways at phone width (a person on a phone would have to pan to read it), and axe-core
+finds no serious or critical violation in the phone layout either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.pages import axe_violations
 from tests.e2e.seed import seed_everything
 from tests.support import PROJECT_ROOT
 
@@ -29,7 +31,7 @@ def output_dir() -> Path:
     return folder
 
 
-def test_screenshots_of_the_main_pages(web, server):
+def test_screenshots_of_the_main_pages(web, server, axe_source):
     admin, member, providers = seed_everything(web, server)
     anonymous = web.tab()
     openai = providers["openai"]["id"]
@@ -45,13 +47,16 @@ def test_screenshots_of_the_main_pages(web, server):
         ("models", member, "/models"),
     ]
     folder = output_dir()
-    too_wide = []
+    problems = []
     for width, viewport in WIDTHS.items():
         for name, tab, path in shots:
             tab.page.set_viewport_size(viewport)
             tab.goto(path)
             overflow = tab.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             if overflow > 0:
-                too_wide.append(f"{path} at {viewport['width']} px scrolls sideways by {overflow} px")
+                problems.append(f"{path} at {viewport['width']} px scrolls sideways by {overflow} px")
             tab.page.screenshot(path=str(folder / f"{name}-{width}.png"), animations="disabled", caret="hide")
-    assert not too_wide, "\n".join(too_wide)
+            if width == "narrow":
+                problems += [f"{path} at {viewport['width']} px: axe {v['impact']} {v['id']} at {v['nodes']}"
+                             for v in axe_violations(tab.page, axe_source) if v["impact"] in ("critical", "serious")]
+    assert not problems, "\n".join(problems)
