@@ -443,15 +443,15 @@ def ways(role: str, rule: str) -> tuple[str, ...]:
     return ("bearer", "session") if is_api(rule) else ("session",)
 
 
-@pytest.fixture
-def stub():
+@pytest.fixture(name="stub")
+def stub_fixture():
     server = StubProvider(mode="ok", models=STUB_MODELS).start()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def world(app, stub):
+@pytest.fixture(name="world")
+def world_fixture(app, stub):
     app.config["PRIVATE_BASE_URL_ALLOWLIST"] = "127.0.0.1"
     app.config["OUTBOUND_RATE_LIMIT"] = "1000 per minute"
     return World(app, stub)
