@@ -114,7 +114,8 @@ def server():
     env.update({
         "DATABASE_URL": url, "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A, "SWITCHBOARD_ENV": "production",
         "SESSION_COOKIE_SECURE": "false", "SWITCHBOARD_INSTANCE_PATH": str(instance), "REDIS_URL": "",
-        "ALLOW_BYOK": "true", "PRIVATE_BASE_URL_ALLOWLIST": "", "PYTHONPATH": PROJECT_ROOT,
+        # Loopback is allowed so that provider calls can reach tests/stub_provider.py.
+        "ALLOW_BYOK": "true", "PRIVATE_BASE_URL_ALLOWLIST": "127.0.0.1", "PYTHONPATH": PROJECT_ROOT,
     })
     migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT,
                              env=env, capture_output=True, text=True, timeout=120, check=False)

@@ -18,7 +18,8 @@ import pytest
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.pages import axe_violations, unlabelled_inputs, unreachable_by_keyboard
 from tests.e2e.seed import ADMIN, MEMBER, create_token, seed_everything
-from tests.support import PASSWORD
+from tests.stub_provider import StubProvider
+from tests.support import PASSWORD, new_key
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres_only]
 
@@ -141,6 +142,18 @@ def test_every_page_is_accessible_by_axe_keyboard_and_labels(web, server, axe_so
     admin.press("Change password", status=400)
     audit("settings password, with errors", admin)
     audit("models (admin)", admin, "/models")
+    stub = StubProvider().start()
+    try:
+        admin.goto("/admin/providers/new")
+        admin.choose("Type", "OpenAI-compatible")
+        admin.fill("Name", "local-llm")
+        admin.fill("Base URL", stub.url + "/v1")
+        admin.press("Create provider")
+        admin.fill("API key", new_key("stub"))
+        admin.press("Save key")
+        audit("provider model discovery", admin, admin.path + "/discover")
+    finally:
+        stub.stop()
     audit("error 404", admin, "/admin/providers/00000000-0000-0000-0000-000000000000", status=404)
 
     audit("home (member)", member, "/")

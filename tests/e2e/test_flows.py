@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.seed import ADMIN, MEMBER, create_token, create_user, set_up_admin
+from tests.stub_provider import StubProvider
 from tests.support import API, PASSWORD, new_key
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres_only]
@@ -249,3 +250,40 @@ def test_the_pages_work_without_javascript(web, server):
     tab.follow("Delete provider…")
     tab.press("Delete provider")
     assert "Provider gemini deleted" in tab.flash()
+
+
+def test_models_are_discovered_and_a_key_tested_at_the_provider(web):
+    stub = StubProvider().start()  # answers like an OpenAI-compatible server, on 127.0.0.1
+    try:
+        admin = set_up_admin(web)
+        admin.goto("/admin/providers/new")
+        admin.choose("Type", "OpenAI-compatible")
+        admin.fill("Name", "local-llm")
+        admin.fill("Display name", "Local LLM")
+        admin.fill("Base URL", stub.url + "/v1")
+        admin.choose("Key policy", "User key preferred")
+        admin.press("Create provider")
+        admin.fill("API key", new_key("stub-shared"))
+        admin.press("Save key")
+
+        admin.goto(admin.path + "/discover")
+        assert admin.heading() == "Models served by Local LLM"
+        admin.press("Create config", within=admin.row("o3-mini"))
+        assert "Model config “o3-mini” created on local-llm" in admin.flash()
+        assert admin.row("o3-mini").get_by_text("Configured", exact=True).is_visible()
+        create_user(admin, MEMBER, "Mel Member")
+
+        member = web.tab()
+        member.sign_in(MEMBER)
+        member.goto("/settings/keys")
+        own = new_key("stub-member")
+        member.fill("API key", own, within=member.card("Local LLM"))
+        member.press("Save key", within=member.card("Local LLM"))
+        member.press("Test my key", within=member.card("Local LLM"))
+        assert member.flash().startswith("Your key for Local LLM:")
+        assert member.page.locator(".flash-success").count() == 1
+        assert any(own in hit.headers.get("authorization", "") for hit in stub.hits)  # it was this key
+        member.goto("/models")
+        assert member.row("o3-mini").get_by_text("Your key", exact=True).is_visible()
+    finally:
+        stub.stop()
