@@ -152,6 +152,8 @@ def clean_api_key(raw: Any) -> str:
         raise InvalidInput("API key is required.", field="api_key")
     if not _is_text(key):
         raise InvalidInput("Invalid API key.", detail="API keys must be valid UTF-8 text.", field="api_key")
+    if any(unicodedata.category(c) == "Cc" for c in key):  # NUL failed the INSERT on PostgreSQL (a 500)
+        raise InvalidInput("Invalid API key.", detail="API keys cannot contain control characters.", field="api_key")
     if len(key.encode()) > API_KEY_MAX_BYTES:
         raise InvalidInput("API key too large.", detail=f"API key exceeds maximum size of {API_KEY_MAX_BYTES} bytes",
                            field="api_key")
@@ -208,7 +210,9 @@ def get_provider(provider_id: Any) -> AIProvider:
 
 def list_providers(page: Page = Page()) -> tuple[list[AIProvider], int]:
     """Live providers, disabled included, ordered by name."""
-    stmt = sa.select(AIProvider).where(AIProvider.deleted.is_(False))
+    # `NOT deleted`, not `deleted IS false`: only the former lets PostgreSQL walk the partial
+    # index uq_ai_providers_name_live (WHERE NOT deleted) for the order, instead of sorting them all.
+    stmt = sa.select(AIProvider).where(~AIProvider.deleted)
     total = count(stmt)
     rows = db.session.execute(page.apply(stmt.order_by(AIProvider.name, AIProvider.id))).scalars().all()
     return list(rows), total

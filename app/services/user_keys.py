@@ -104,21 +104,25 @@ def _live_provider(provider_id: uuid.UUID) -> sa.Select:
             .execution_options(populate_existing=True))
 
 
-def _has_provider_key() -> sa.Exists:
-    return sa.exists().where(AIProviderKey.provider_id == AIProvider.id)
+def _has_provider_key() -> sa.ColumnElement[bool]:
+    # A scalar subquery with LIMIT 1 is probed per listed row through the index; PostgreSQL
+    # turns a correlated EXISTS in the select list into a hash of every provider key instead.
+    return (sa.select(sa.literal(1)).where(AIProviderKey.provider_id == AIProvider.id).limit(1)
+            .scalar_subquery().is_not(None))
 
 
 def _configs(user_id: uuid.UUID, where: sa.ColumnElement[bool], page: Page = Page()) -> tuple[list[UserKeyConfig], int]:
     """Providers matching `where`, each with the caller's key (outer join) and whether a shared
-    key exists (a correlated EXISTS): two queries whatever the number of providers."""
+    key exists (a correlated subquery): two queries whatever the number of providers."""
     mine = sa.and_(UserAIProviderKey.ai_provider_id == AIProvider.id, UserAIProviderKey.user_id == user_id)
-    base = sa.select(AIProvider.id).outerjoin(UserAIProviderKey, mine).where(AIProvider.deleted.is_(False), where)
+    # `NOT deleted` (not `IS false`) lets PostgreSQL walk uq_ai_providers_name_live in name order.
+    base = sa.select(AIProvider.id).outerjoin(UserAIProviderKey, mine).where(~AIProvider.deleted, where)
     total = db.session.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar_one()
     stmt = (
         sa.select(AIProvider, UserAIProviderKey.hint, UserAIProviderKey.created_at, UserAIProviderKey.updated_at,
                   _has_provider_key())
         .outerjoin(UserAIProviderKey, mine)
-        .where(AIProvider.deleted.is_(False), where)
+        .where(~AIProvider.deleted, where)
         .order_by(AIProvider.name, AIProvider.id)
     )
     rows = db.session.execute(page.apply(stmt)).all()
