@@ -37,6 +37,11 @@ class ChatModelConfig(Base):
             postgresql_where=sa.text("NOT deleted AND ai_provider_id IS NULL"),
             sqlite_where=sa.text("NOT deleted AND ai_provider_id IS NULL"),
         ),
+        # The order lists are shown in (services/model_configs.py `_ordered`): pages stop early.
+        sa.Index(
+            "ix_chat_model_configs_listing", sa.text("is_default DESC"),
+            sa.text("lower(coalesce(nullif(display_name, ''), model))"), "model", "id",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
