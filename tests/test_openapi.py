@@ -77,7 +77,7 @@ def test_path_ids_are_uuids_and_lists_take_limit_and_offset(app, client):
     listing = spec["paths"][API_PREFIX + "/ai-providers"]["get"]
     params = {p["name"]: p for p in listing["parameters"]}
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000}
-    assert params["offset"]["schema"] == {"type": "integer", "minimum": 0}
+    assert params["offset"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
     assert "X-Total-Count" in listing["responses"]["200"]["headers"]
     assert listing["responses"]["200"]["content"]["application/json"]["schema"] == {
         "type": "array", "items": {"$ref": "#/components/schemas/Provider"}}

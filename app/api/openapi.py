@@ -34,6 +34,7 @@ from pydantic.json_schema import models_json_schema
 
 from app.api import bp
 from app.api import responses as out
+from app.api.util import LIMIT_MAX, OFFSET_MAX
 
 API_PREFIX = "/api/experimental/chats"
 OPENAPI_VERSION = "3.1.0"
@@ -249,10 +250,11 @@ def _operation(route: Route, schema_of: Callable[[Any, str], dict[str, Any]]) ->
     ]
     if op.paged:
         parameters += [
-            {"name": "limit", "in": "query", "required": False, "description": "At most this many items (1..1000).",
-             "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "limit", "in": "query", "required": False,
+             "description": f"At most this many items (1..{LIMIT_MAX}).",
+             "schema": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}},
             {"name": "offset", "in": "query", "required": False, "description": "Skip this many items first.",
-             "schema": {"type": "integer", "minimum": 0}},
+             "schema": {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX}},
         ]
     responses: dict[str, Any] = {}
     for status, model in sorted(op.responses.items()):

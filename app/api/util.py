@@ -42,10 +42,14 @@ def parse_body(schema: type[M]) -> tuple[M, set[str]]:
     return model, set(data)
 
 
+LIMIT_MAX = 1000
+OFFSET_MAX = 2**63 - 1  # the databases' 64-bit integer: a larger OFFSET fails in PostgreSQL
+
+
 def page_from_args() -> Page:
-    """`limit` (1..1000) and `offset` (>= 0) from the query string. :raise InvalidInput:"""
-    limit = _int_arg("limit", 1, 1000)
-    offset = _int_arg("offset", 0, None) or 0
+    """`limit` (1..1000) and `offset` (0..2^63-1) from the query string. :raise InvalidInput:"""
+    limit = _int_arg("limit", 1, LIMIT_MAX)
+    offset = _int_arg("offset", 0, OFFSET_MAX) or 0
     return Page(limit=limit, offset=offset)
 
 
