@@ -24,6 +24,7 @@ The default model:
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from typing import Any
 
@@ -65,6 +66,8 @@ def clean_model(raw: Any) -> str:
         raise InvalidInput("Model is required.", validations=[Validation("model", "Enter the provider's model id.")])
     if len(model) > MODEL_MAX:
         raise InvalidInput("Invalid model.", validations=[Validation("model", f"At most {MODEL_MAX} characters.")])
+    if not _plain_text(model):
+        raise InvalidInput("Invalid model.", validations=[Validation("model", "No control characters.")])
     return model
 
 
@@ -76,7 +79,19 @@ def clean_display_name(raw: Any) -> str:
     if value is None or len(value) > DISPLAY_NAME_MAX:
         raise InvalidInput("Invalid display name.",
                            validations=[Validation("display_name", f"At most {DISPLAY_NAME_MAX} characters.")])
+    if not _plain_text(value):
+        raise InvalidInput("Invalid display name.", validations=[Validation("display_name", "No control characters.")])
     return value
+
+
+def _plain_text(value: str) -> bool:
+    """Text every database stores: valid UTF-8 (no lone surrogates) without control characters
+    (PostgreSQL refuses NUL in text outright: it used to fail the INSERT with a 500)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return not any(unicodedata.category(c) == "Cc" for c in value)
 
 
 def clean_context_limit(raw: Any) -> int:
