@@ -45,6 +45,16 @@ def init_security(app: Flask) -> None:
         if limit is not None and (request.content_length or 0) > limit:
             abort(413)
 
+    @app.before_request
+    def refuse_nul() -> None:
+        """400 for a form field or query parameter holding a NUL character: no PostgreSQL text
+        column takes one, so it would otherwise fail deep in a write as a 500. (JSON bodies of the
+        API are checked by `parse_body`, which names the field.)"""
+        if request.path.startswith("/api/"):
+            return
+        if any("\x00" in value for source in (request.args, request.form) for value in source.values()):
+            abort(400)
+
     @app.after_request
     def add_headers(response: Response) -> Response:
         response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
