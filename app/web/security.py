@@ -48,8 +48,8 @@ def init_security(app: Flask) -> None:
     @app.before_request
     def refuse_nul() -> None:
         """400 for a form field or query parameter holding a NUL character: no PostgreSQL text
-        column takes one, so it would otherwise fail deep in a write as a 500. (JSON bodies of the
-        API are checked by `parse_body`, which names the field.)"""
+        column takes one, so it would otherwise fail deep in a write as a 500. (The API's JSON
+        fields are checked by the services' field rules, which name the field.)"""
         if request.path.startswith("/api/"):
             return
         if any("\x00" in value for source in (request.args, request.form) for value in source.values()):
