@@ -140,6 +140,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "ARGON2_PARALLELISM": 1,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     }
+    config.update(_outbound_settings(setting))
     # Anything else passed by tests (TESTING, overrides of the above) wins.
     for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "DATABASE_URL", "ALLOW_BYOK", "REDIS_URL",
                  "PRIVATE_BASE_URL_ALLOWLIST"):
@@ -151,6 +152,40 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         }
     config.update(test_config)
     return config
+
+
+OUTBOUND_DEFAULTS = {
+    "OUTBOUND_CONNECT_TIMEOUT": 5.0,
+    "OUTBOUND_READ_TIMEOUT": 10.0,
+    "OUTBOUND_DEADLINE": 15.0,
+    "OUTBOUND_MAX_RESPONSE_BYTES": 1024 * 1024,
+}
+
+
+def _outbound_settings(setting: Any) -> dict[str, Any]:
+    """Limits of calls to providers, checked at start-up rather than at the first call.
+
+    :raise ConfigError: a limit is not a positive number, or the rate limit does not parse.
+    """
+    from limits import parse
+
+    values: dict[str, Any] = {}
+    for name, default in OUTBOUND_DEFAULTS.items():
+        raw = setting(name, default)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"{name} must be a positive number.")
+        values[name] = int(value) if name == "OUTBOUND_MAX_RESPONSE_BYTES" else value
+    rate = setting("OUTBOUND_RATE_LIMIT", "10 per minute")
+    try:
+        parse(rate)
+    except ValueError:
+        raise ConfigError("OUTBOUND_RATE_LIMIT must be a rate such as '10 per minute'.") from None
+    values["OUTBOUND_RATE_LIMIT"] = rate
+    return values
 
 
 def engine_options(database_url: str) -> dict[str, Any]:

@@ -120,6 +120,30 @@ def test_environment_variables(monkeypatch, tmp_path):
     assert config["RATELIMIT_STORAGE_URI"] == "redis://cache.internal:6379/0"
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OUTBOUND_CONNECT_TIMEOUT", "soon"), ("OUTBOUND_READ_TIMEOUT", "0"), ("OUTBOUND_DEADLINE", "-3"),
+     ("OUTBOUND_MAX_RESPONSE_BYTES", "lots"), ("OUTBOUND_RATE_LIMIT", "often")],
+)
+def test_malformed_outbound_limit_fails_at_startup_naming_it(monkeypatch, tmp_path, name, value):
+    from app.config import ConfigError, load_config
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_config(str(tmp_path), {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A})
+
+
+def test_outbound_limits_are_read_from_the_environment(monkeypatch, tmp_path):
+    from app.config import load_config
+
+    monkeypatch.setenv("OUTBOUND_READ_TIMEOUT", "2.5")
+    monkeypatch.setenv("OUTBOUND_RATE_LIMIT", "3 per minute")
+    config = load_config(str(tmp_path), {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A})
+    assert config["OUTBOUND_READ_TIMEOUT"] == 2.5
+    assert config["OUTBOUND_CONNECT_TIMEOUT"] == 5.0
+    assert config["OUTBOUND_RATE_LIMIT"] == "3 per minute"
+
+
 @pytest.mark.parametrize("name", ["SESSION_COOKIE_SECURE", "ALLOW_BYOK"])
 def test_malformed_boolean_fails_naming_the_variable(monkeypatch, tmp_path, name):
     from app.config import ConfigError, load_config
