@@ -13,10 +13,10 @@ Every provider key the tests make comes from `tests.support.new_key()`, which re
 
 In each text it looks for every canary known at that moment:
 
-- any 12-character slice of it (so the full key, and any part long enough to matter). Slices
-  that lie inside the readable label (`sk-canary-<label>-`) and hold fewer than 8 characters of
-  the random part are skipped: a label such as `central-openai-compat` is ordinary page text,
-  not a secret;
+- any 12-character slice of it (so the full key, and any part long enough to matter) that holds
+  at least 8 characters of its random part. Slices made mostly of the readable `sk-canary-<label>-`
+  are left to the prefix check below: a label such as `provider` or `central-openai-compat` is
+  ordinary page text (tests name providers `canary-provider`), not a secret;
 - the same in base64 (standard and URL-safe, padded or not, at all three byte alignments): every
   run of base64 characters is decoded at its four character alignments and the bytes are
   scanned again, which also finds a key inside a longer encoded value; a decoded zlib stream
@@ -105,9 +105,7 @@ class Scanner:
                 key = canaries[self.known]
                 random_from = len(key) - RANDOM_PART
                 for start in range(len(key) - SLICE + 1):
-                    holds_canary_word = start <= PREFIX.index("canary")
-                    random_chars = start + SLICE - max(start, random_from)
-                    if holds_canary_word or random_chars >= MIN_RANDOM_IN_SLICE:
+                    if start + SLICE - max(start, random_from) >= MIN_RANDOM_IN_SLICE:
                         self.slices.setdefault(key[start:start + SLICE], self.known)
                 self.made_in.append(self.test)
                 self.known += 1
