@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/switchboard_test
 export TEST_DATABASE_URL
 
-.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps e2e-deps
+.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps e2e-deps load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,17 @@ bench-deps:
 
 bench: install bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## Load test: Locust (its own venv, bench/requirements.txt) against gunicorn with 4 workers on
+## PostgreSQL for 2 minutes; prints req/s, p50/p95/p99 and the error rate. Not part of `make test`.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+load: install $(BENCH_VENV)/.installed
+	$(BIN)/python bench/locustfile.py --locust $(BENCH_VENV)/bin/locust $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
