@@ -18,6 +18,7 @@ A summary line (operations, examples, 5xx) goes to the terminal report.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -160,17 +161,14 @@ def seed(app) -> dict:
 
 def seeded_paths(operation, data: dict) -> list[dict]:
     """Path parameters made of seeded ids (right and wrong pairings both)."""
-    names = set(operation.path_parameters.keys()) if hasattr(operation.path_parameters, "keys") else {
-        p.name for p in operation.path_parameters}
-    path = operation.path
+    names = set(re.findall(r"{(\w+)}", operation.path))
+    legacy = "/providers/" in operation.path or "/user-provider-configs/" in operation.path
     if names == {"provider_id", "key_id"}:
         pairs = [{"provider_id": pid, "key_id": kid} for pid, kids in data["key_ids"].items() for kid in kids]
         pairs.append({"provider_id": data["provider_ids"][2], "key_id": data["key_ids"][data["provider_ids"][0]][0]})
         return pairs
     if names == {"provider_id"}:
-        ids = data["provider_ids"] + ([data["legacy_id"]] if "/providers/" in path or "user-provider" in path else [])
-        if "/providers/" in path or "user-provider" in path:
-            ids = [data["legacy_id"], data["provider_ids"][0]]
+        ids = [data["legacy_id"], data["provider_ids"][0]] if legacy else data["provider_ids"]
         return [{"provider_id": pid} for pid in ids]
     if names == {"config_id"}:
         return [{"config_id": cid} for cid in data["config_ids"]]
@@ -275,6 +273,30 @@ def test_every_operation_in_every_mode_holds_to_its_description(app, summary, no
     assert not tally.failures, "\n\n".join(tally.failures)
     assert sum(tally.statuses[(mode, 5)] for mode in MODES) == 0
     assert min(tally.examples[(mode, op.label)] for mode in MODES for op in operations) >= MAX_EXAMPLES
+
+
+def test_the_leak_check_catches_a_stored_key_in_a_body_or_a_header():
+    from types import SimpleNamespace
+
+    key = "sk-canary-leak-0123456789abcdef0123456789"
+    check = leak_check([key])
+
+    def case(operation_id: str):
+        operation = SimpleNamespace(label="GET /x", definition=SimpleNamespace(raw={"operationId": operation_id}))
+        return SimpleNamespace(operation=operation)
+
+    def response(text: str, headers: dict | None = None, status: int = 200):
+        return SimpleNamespace(text=text, headers=headers or {}, status_code=status)
+
+    assert check(None, response('{"hint": "...6789"}'), case("get_me")) is None
+    for leaky in (response(f'{{"key": "{key}"}}'), response("{}", {"X-Debug": key}),
+                  response(f'{{"tail": "{key[-12:]}"}}')):
+        with pytest.raises(AssertionError, match="stored key"):
+            check(None, leaky, case("get_me"))
+    handed_out = f'{{"api_key": "{key}", "available": true}}'
+    assert check(None, response(handed_out), case("hand_out_credentials")) is None
+    with pytest.raises(AssertionError, match="stored key"):
+        check(None, response(f'{{"api_key": "{key}", "base_url": "{key}"}}'), case("hand_out_credentials"))
 
 
 # --- bugs schemathesis found, kept as plain regression tests on both databases ----------------
