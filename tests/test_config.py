@@ -203,9 +203,34 @@ def test_foreign_keys_are_enforced(app):
         db.session.rollback()
 
 
-@pytest.mark.skipif(is_postgres(), reason="SQLite's database write lock; PostgreSQL locks rows")
-def test_sqlite_write_requests_take_the_write_lock_at_begin(app):
+def test_a_write_request_cannot_be_overtaken_between_its_read_and_its_write(app, member):
+    """SQLite: a write request's transaction takes the database write lock at BEGIN (a GET does
+    not). PostgreSQL: `lock_one` keeps the row it read locked until the transaction ends. Either
+    way a second writer cannot slip in between a read and the write that depends on it."""
     from app.extensions import db
+    from app.models import User
+    from app.services.base import lock_one
+
+    if is_postgres():
+        import psycopg
+
+        url = app.config["SQLALCHEMY_DATABASE_URI"].replace("postgresql+psycopg://", "postgresql://", 1)
+
+        def other_writer_blocked() -> bool:
+            with psycopg.connect(url, autocommit=True) as other:
+                try:
+                    other.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE NOWAIT", (member.id,))
+                    return False
+                except psycopg.errors.LockNotAvailable:
+                    return True
+
+        with app.test_request_context("/settings/tokens", method="POST"):
+            assert lock_one(sa.select(User).where(User.id == member.id)) is not None
+            assert other_writer_blocked()
+            db.session.rollback()
+            assert not other_writer_blocked()
+            db.session.remove()
+        return
 
     with app.app_context():
         path = db.engine.url.database
