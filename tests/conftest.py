@@ -189,6 +189,17 @@ def anon_api(app):
     return Api(app.test_client())
 
 
+@pytest.fixture
+def keys_registered(app):
+    """Run the start-up key check as `wsgi.py` does before serving: it registers the configured
+    key digests, so a race is between requests of a started server, not about the first write
+    that registers a digest."""
+    from app.services.secrets import check_keys_against_database
+
+    with app.app_context():
+        check_keys_against_database()
+
+
 def pytest_report_header(config):
     return f"database: {'PostgreSQL' if is_postgres() else 'SQLite'} ({resolved_database_url().split('@')[-1]})"
 

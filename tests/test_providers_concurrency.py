@@ -1,4 +1,5 @@
-"""Races on providers and keys, on PostgreSQL with its row locks: 20 requests released together.
+"""Races on providers and keys, on PostgreSQL with its row locks: 20 requests released together
+(tests/concurrency.py), after the start-up key check has registered the key digests.
 
 Each thread has its own test client (so its own app context, session and pooled connection); the
 session app's pool (10 + 10 overflow) serves all 20 at once.
@@ -6,65 +7,14 @@ session app's pool (10 + 10 overflow) serves all 20 at once.
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-
 import pytest
-import sqlalchemy as sa
 
-from tests.support import Api, new_key
+from tests.concurrency import messages, race, scalar, statuses
+from tests.support import new_key
 
-pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.usefixtures("keys_registered")]
 
 THREADS = 20
-
-
-@pytest.fixture(autouse=True)
-def _started(app):
-    """Run the start-up check as `wsgi.py` does before serving: it registers the configured key
-    digests, so the races below are between requests of a started server."""
-    from app.services.secrets import check_keys_against_database
-
-    with app.app_context():
-        check_keys_against_database()
-
-
-def race(app, token: str, calls: list[tuple[str, str, dict | None]]) -> list[tuple]:
-    """Send every call from its own thread, all released by one barrier; (status, body) each."""
-    barrier = threading.Barrier(len(calls))
-    results: list[tuple] = [("not run", None)] * len(calls)
-
-    def run(index: int, method: str, path: str, body: dict | None) -> None:
-        api = Api(app.test_client(), token)
-        try:
-            barrier.wait(timeout=30)
-            response = api.request(method, path, json=body)
-            results[index] = (response.status_code, response.get_json(silent=True))
-        except Exception as error:  # a crash in a thread must fail the test, not vanish
-            results[index] = ("exception", repr(error))
-
-    threads = [threading.Thread(target=run, args=(i, *call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a request hung"
-    assert all(isinstance(status, int) for status, _ in results), results
-    assert not [r for r in results if r[0] >= 500], results
-    return results
-
-
-def statuses(results) -> Counter:
-    return Counter(status for status, _ in results)
-
-
-def scalar(app, statement: str, **params):
-    from app.extensions import db
-
-    with app.app_context():
-        value = db.session.execute(sa.text(statement), params).scalar_one()
-        db.session.rollback()
-        return value
 
 
 def create(api, name: str) -> str:
@@ -74,11 +24,11 @@ def create(api, name: str) -> str:
 
 
 def test_twenty_creates_of_one_name_make_exactly_one_provider(app, admin_api):
-    calls = [("POST", "/ai-providers", {"type": "openai", "name": "contested", "display_name": f"#{i}"})
-             for i in range(THREADS)]
-    results = race(app, admin_api.token, calls)
+    calls = [(admin_api.token, "POST", "/ai-providers", {"type": "openai", "name": "contested",
+                                                         "display_name": f"#{i}"}) for i in range(THREADS)]
+    results = race(app, calls)
     assert statuses(results) == {201: 1, 409: THREADS - 1}
-    assert {body["message"] for status, body in results if status == 409} == {"AI provider already exists."}
+    assert messages(results, 409) == {"AI provider already exists."}
     assert scalar(app, "SELECT count(*) FROM ai_providers WHERE name = 'contested'") == 1
     assert scalar(app, "SELECT count(*) FROM audit_events WHERE action = 'provider.create'") == 1
 
@@ -87,9 +37,9 @@ def test_twenty_deletes_of_one_provider_delete_it_once(app, admin_api):
     provider_id = create(admin_api, "doomed")
     for _ in range(3):
         assert admin_api.post(f"/ai-providers/{provider_id}/keys", json={"api_key": new_key()}).status_code == 201
-    results = race(app, admin_api.token, [("DELETE", f"/ai-providers/{provider_id}", None)] * THREADS)
+    results = race(app, [(admin_api.token, "DELETE", f"/ai-providers/{provider_id}", None)] * THREADS)
     assert statuses(results) == {204: 1, 404: THREADS - 1}
-    assert {body["message"] for status, body in results if status == 404} == {"AI provider not found."}
+    assert messages(results, 404) == {"AI provider not found."}
     assert scalar(app, "SELECT count(*) FROM audit_events WHERE action = 'provider.delete'") == 1
     assert scalar(app, "SELECT count(*) FROM ai_provider_keys") == 0
 
@@ -97,14 +47,15 @@ def test_twenty_deletes_of_one_provider_delete_it_once(app, admin_api):
 def test_key_creation_racing_provider_deletion_never_leaves_a_key_behind(app, admin_api):
     for round_number in range(5):
         provider_id = create(admin_api, f"racing-{round_number}")
-        calls = [("POST", f"/ai-providers/{provider_id}/keys", {"api_key": new_key("race")}) for _ in range(10)]
-        calls.insert(round_number * 2, ("DELETE", f"/ai-providers/{provider_id}", None))
-        results = race(app, admin_api.token, calls)
+        calls = [(admin_api.token, "POST", f"/ai-providers/{provider_id}/keys", {"api_key": new_key("race")})
+                 for _ in range(10)]
+        calls.insert(round_number * 2, (admin_api.token, "DELETE", f"/ai-providers/{provider_id}", None))
+        results = race(app, calls)
         deletion = results[round_number * 2]
         key_results = results[: round_number * 2] + results[round_number * 2 + 1:]
-        assert deletion[0] == 204
+        assert deletion.status_code == 204
         assert set(statuses(key_results)) <= {201, 404}
-        assert {body["message"] for status, body in key_results if status == 404} <= {"AI provider not found."}
+        assert messages(key_results, 404) <= {"AI provider not found."}
         assert scalar(app, "SELECT count(*) FROM ai_provider_keys WHERE provider_id = :p", p=provider_id) == 0
     orphans = scalar(app, "SELECT count(*) FROM ai_provider_keys k JOIN ai_providers p ON p.id = k.provider_id "
                           "WHERE p.deleted")
@@ -115,14 +66,14 @@ def test_key_creation_racing_provider_deletion_never_leaves_a_key_behind(app, ad
 def test_the_same_key_added_twenty_times_is_stored_once(app, admin_api):
     provider_id = create(admin_api, "dupes")
     key = new_key("dupe")
-    results = race(app, admin_api.token, [("POST", f"/ai-providers/{provider_id}/keys", {"api_key": key})] * THREADS)
+    results = race(app, [(admin_api.token, "POST", f"/ai-providers/{provider_id}/keys", {"api_key": key})] * THREADS)
     assert statuses(results) == {201: 1, 409: THREADS - 1}
-    assert {body["message"] for status, body in results if status == 409} == {"API key already exists."}
+    assert messages(results, 409) == {"API key already exists."}
     assert scalar(app, "SELECT count(*) FROM ai_provider_keys") == 1
 
 
 def test_twenty_renames_to_one_name_leave_exactly_one_holder(app, admin_api):
     ids = [create(admin_api, f"p{i:02d}") for i in range(THREADS)]
-    results = race(app, admin_api.token, [("PATCH", f"/ai-providers/{pid}", {"name": "wanted"}) for pid in ids])
+    results = race(app, [(admin_api.token, "PATCH", f"/ai-providers/{pid}", {"name": "wanted"}) for pid in ids])
     assert statuses(results) == {200: 1, 409: THREADS - 1}
     assert scalar(app, "SELECT count(*) FROM ai_providers WHERE name = 'wanted'") == 1

@@ -11,19 +11,18 @@ audit: no orphans, no duplicates, exactly one live default while live configs ex
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 
+from tests import concurrency
+from tests.concurrency import Call, messages, scalar, statuses
 from tests.support import Api, make_token, make_user, new_key
 
-pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.usefixtures("keys_registered")]
 
 THREADS = 20
-Call = tuple[str | None, str, str, dict | None]  # token, method, path, body
 
 
 class _Outcomes:
@@ -50,58 +49,13 @@ def _record_outcomes(request):
     _OUTCOMES.current = request.node.name
 
 
-@pytest.fixture(autouse=True)
-def _started(app):
-    """Register the key digests as the start-up check does before a server takes requests."""
-    from app.services.secrets import check_keys_against_database
-
-    with app.app_context():
-        check_keys_against_database()
-
-
-def race(app, calls: list[Call]) -> list[tuple[int, dict | None]]:
-    """Send every call from its own thread, released together; (status, JSON body) each, in order."""
+def race(app, calls: list[Call]):
+    """tests.concurrency.race with at least THREADS calls; its status counts go in the summary."""
     assert len(calls) >= THREADS
-    barrier = threading.Barrier(len(calls))
-    results: list = [("not run", None)] * len(calls)
-
-    def run(index: int, token: str | None, method: str, path: str, body: dict | None) -> None:
-        api = Api(app.test_client(), token)
-        try:
-            barrier.wait(timeout=30)
-            response = api.request(method, path, json=body)
-            results[index] = (response.status_code, response.get_json(silent=True))
-        except Exception as error:  # a crash in a thread must fail the test, not vanish
-            results[index] = ("exception", repr(error))
-
-    threads = [threading.Thread(target=run, args=(i, *call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a request hung"
-    assert all(isinstance(status, int) for status, _ in results), results
-    assert not [r for r in results if r[0] >= 500], results
+    results = concurrency.race(app, calls)
     counts = ", ".join(f"{status}: {n}" for status, n in sorted(statuses(results).items()))
     _OUTCOMES.lines.append(f"{_OUTCOMES.current}: {counts}")
     return results
-
-
-def statuses(results) -> Counter:
-    return Counter(status for status, _ in results)
-
-
-def messages(results, status: int) -> set[str]:
-    return {body["message"] for s, body in results if s == status}
-
-
-def scalar(app, statement: str, **params):
-    from app.extensions import db
-
-    with app.app_context():
-        value = db.session.execute(sa.text(statement), params).scalar_one()
-        db.session.rollback()
-        return value
 
 
 def audits(app, action: str) -> int:
@@ -236,8 +190,8 @@ def test_twenty_providers_created_with_one_key_each_at_once_all_exist(app, admin
     results = race(app, [(admin_api.token, "POST", f"/ai-providers/{pid}/keys", {"api_key": key})
                          for pid, key in zip(ids, keys, strict=True)])
     assert statuses(results) == {201: THREADS}
-    assert [body["provider_id"] for _, body in results] == ids
-    assert [body["hint"] for _, body in results] == ["..." + key[-4:] for key in keys]
+    assert [r.get_json()["provider_id"] for r in results] == ids
+    assert [r.get_json()["hint"] for r in results] == ["..." + key[-4:] for key in keys]
     assert scalar(app, "SELECT count(*) FROM ai_provider_keys") == THREADS
     assert_consistent(app)
 
@@ -253,7 +207,7 @@ def test_twenty_users_saving_keys_at_once_each_keep_their_own(app, admin_api):
     results = race(app, [(token, "PUT", f"/user-ai-provider-keys/{pid}", {"api_key": key})
                          for token, key in zip(tokens, keys, strict=True)])
     assert statuses(results) == {200: THREADS}
-    assert [body["hint"] for _, body in results] == ["..." + key[-4:] for key in keys]
+    assert [r.get_json()["hint"] for r in results] == ["..." + key[-4:] for key in keys]
     assert user_key_plaintexts(app, pid) == {str(u.id): key for u, key in zip(users, keys, strict=True)}
     assert audits(app, "user_key.create") == THREADS
     assert_consistent(app)
@@ -289,7 +243,7 @@ def test_twenty_default_switches_to_different_configs_all_succeed_one_after_anot
     results = race(app, [(admin_api.token, "PATCH", f"/model-configs/{cid}", {"is_default": True})
                          for cid in ids[1:]])
     assert statuses(results) == {200: THREADS}  # switches queue behind one another: none is lost or refused
-    assert all(body["is_default"] for _, body in results)
+    assert all(r.get_json()["is_default"] for r in results)
     switches = scalar(app, "SELECT count(*) FROM audit_events WHERE action = 'model_config.update' "
                            "AND details::text LIKE '%is_default%'")
     assert switches == THREADS
@@ -322,7 +276,7 @@ def test_provider_deletion_racing_key_config_and_user_key_creation_leaves_nothin
 
     deletion = results[position]
     others = results[:position] + results[position + 1:]
-    assert deletion[0] == 204
+    assert deletion.status_code == 204
     keys, configs, user_keys = others[:7], others[7:13], others[13:]
     assert set(statuses(keys)) <= {201, 404}
     assert set(statuses(configs)) <= {201, 404}
