@@ -200,6 +200,24 @@ def keys_registered(app):
         check_keys_against_database()
 
 
+@pytest.fixture
+def stubs():
+    """`stubs(mode, **options)` starts a stub provider (tests/stub_provider.py) on 127.0.0.1;
+    every one started is stopped after the test."""
+    from tests.stub_provider import StubProvider
+
+    started: list[StubProvider] = []
+
+    def start(mode: str = "ok", **kw) -> StubProvider:
+        stub = StubProvider(mode=mode, **kw).start()
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()
+
+
 def pytest_report_header(config):
     return f"database: {'PostgreSQL' if is_postgres() else 'SQLite'} ({resolved_database_url().split('@')[-1]})"
 

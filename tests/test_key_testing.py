@@ -53,20 +53,6 @@ def fast(app):
 
 
 @pytest.fixture
-def stubs():
-    started: list[StubProvider] = []
-
-    def start(mode: str = "ok", **kw) -> StubProvider:
-        stub = StubProvider(mode=mode, **kw).start()
-        started.append(stub)
-        return stub
-
-    yield start
-    for stub in started:
-        stub.stop()
-
-
-@pytest.fixture
 def stub(stubs):
     """A stub in the requested mode; `redirect` points at a second stub that must see nothing."""
 
@@ -80,7 +66,7 @@ def stub(stubs):
             made = stubs("ok")
             made.stop_now = True
             return made
-        return stubs(mode, delay=2, size=4096)
+        return stubs(mode, delay=60, size=4096)  # `slow` would answer long after any bound below
 
     return start
 
@@ -147,7 +133,7 @@ def test_provider_key_outcomes_through_the_api(fast, admin, admin_api, stub, mod
     assert set(body) == {"result", "message"}
     assert body["result"] == result
     assert body["message"].endswith(".")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < fast.config["OUTBOUND_DEADLINE"] + 5  # it gave up, however busy the machine
     assert_clean(response.get_data(as_text=True), *setup.keys)
     assert_clean(caplog.text, *setup.keys)
     if mode != "unreachable":

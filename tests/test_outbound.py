@@ -1,8 +1,10 @@
 """The outbound HTTP client: what reaches the network, and what never does.
 
-Every test runs against stub servers on 127.0.0.1 (tests/stub_provider.py); the resolver and the
-connection function are replaced where a test needs a public address, and the stubs count every
-connection, so "never connected" is observed, not assumed.
+Every test runs against stub servers on 127.0.0.1 (tests/stub_provider.py, started by the `stubs`
+fixture of conftest); the resolver and the connection function are replaced where a test needs a
+public address, and the stubs count every connection, so "never connected" is observed, not
+assumed. Time limits are checked by the result and message; elapsed time only has a generous upper
+bound (the deadline + 5 s), proving the client gave up without measuring its speed.
 """
 
 from __future__ import annotations
@@ -11,38 +13,27 @@ import contextlib
 import json
 import logging
 import socket
+import threading
 import time
 
 import pytest
 
 from app.services import outbound
 from app.services.outbound import Limits, OutboundError
-from tests.stub_provider import BODY_MARKER, HEADER_MARKER, StubProvider, closed_port, make_test_ca
+from tests.stub_provider import BODY_MARKER, HEADER_MARKER, closed_port, make_test_ca
 from tests.support import new_key
 
 FAST = Limits(connect_timeout=1, read_timeout=0.5, deadline=2, max_response_bytes=4096)
 PUBLIC_IP = "93.184.215.14"  # a public address; tests route it to a local stub, never to the internet
 SYSTEM_TLS_CONTEXT = outbound.tls_context  # the real one, before any test replaces it
+# Slack on top of a deadline for a busy machine: a bound proves the client gave up, not how fast.
+GAVE_UP = 5
 
 
 @pytest.fixture
 def ctx(app):
     with app.app_context():
         yield app
-
-
-@pytest.fixture
-def stubs():
-    started: list[StubProvider] = []
-
-    def start(mode: str = "ok", **kw) -> StubProvider:
-        stub = StubProvider(mode=mode, **kw).start()
-        started.append(stub)
-        return stub
-
-    yield start
-    for stub in started:
-        stub.stop()
 
 
 @pytest.fixture
@@ -135,11 +126,11 @@ def test_a_parser_that_recurses_too_deep_is_an_unexpected_response(ctx, stubs):
 # --- time limits -------------------------------------------------------------------------------
 
 def test_a_provider_slower_than_the_read_timeout_times_out(ctx, stubs):
-    stub = stubs("slow", delay=3)
+    stub = stubs("slow", delay=60)  # would answer long after any bound below
     started = time.monotonic()
     error = failure(stub.url + "/models", parse=json.loads)
     assert error.result == "timeout"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < FAST.deadline + GAVE_UP  # it gave up rather than wait
     assert error.message == "The provider did not answer within 0.5 seconds."
 
 
@@ -149,19 +140,23 @@ def test_a_provider_that_drips_bytes_is_cut_off_at_the_deadline(ctx, stubs):
     limits = Limits(connect_timeout=1, read_timeout=0.5, deadline=1, max_response_bytes=4096)
     started = time.monotonic()
     error = failure(stub.url + "/models", parse=json.loads, limits=limits)
-    elapsed = time.monotonic() - started
     assert error.result == "timeout"
-    assert 0.9 <= elapsed < 1.8
+    assert time.monotonic() - started < limits.deadline + GAVE_UP  # the whole drip takes 13 s
     assert error.message == "The provider did not finish answering within 1 second."
 
 
 def test_a_resolver_that_hangs_is_bounded_by_the_deadline(ctx, monkeypatch, connections):
-    monkeypatch.setattr(outbound, "resolve", lambda host, port: time.sleep(2) or [PUBLIC_IP])
+    released = threading.Event()
+    # Hangs until the test is over, long after any bound below.
+    monkeypatch.setattr(outbound, "resolve", lambda host, port: released.wait(60) and [PUBLIC_IP])
     limits = Limits(connect_timeout=1, read_timeout=1, deadline=0.4, max_response_bytes=4096)
     started = time.monotonic()
-    error = failure("http://slow-dns.example.com/v1/models", limits=limits)
+    try:
+        error = failure("http://slow-dns.example.com/v1/models", limits=limits)
+    finally:
+        released.set()
     assert error.result == "timeout"
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < limits.deadline + GAVE_UP  # it gave up rather than wait
     assert connections == []
 
 
