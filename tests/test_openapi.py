@@ -12,6 +12,7 @@ from flask import jsonify
 from app.api import responses as out
 from app.api.auth import access
 from app.api.openapi import API_PREFIX, ResponseDrift, UndocumentedRoute, build_spec, doc
+from app.services import key_testing
 from tests.support import login, make_user
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -150,7 +151,6 @@ def test_response_models_carry_the_fields_of_the_spec():
 
 
 def test_key_test_results_are_the_services_results():
-    key_testing = pytest.importorskip("app.services.key_testing")
     assert typing.get_args(out.KeyTestOutcome) == key_testing.RESULTS
 
 
