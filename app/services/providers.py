@@ -8,7 +8,6 @@ both call these functions and map the errors they raise.
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from app.models import (
 from app.services import audit, secrets
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
 from app.services.base_urls import normalize_base_url
+from app.services.text import check_text, clean_text
 
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 NAME_MAX = 64
@@ -87,31 +87,12 @@ def clean_name(raw: Any, *, allow_reserved: bool = False) -> str:
     return name
 
 
-def _is_text(value: str) -> bool:
-    """False for strings that cannot be stored as UTF-8 (lone surrogates from JSON escapes)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def clean_display_name(raw: Any) -> str:
     """Trimmed, at most 128 characters; empty means none (responses then show the name).
 
     :raise InvalidInput: "Invalid display name."
     """
-    if raw is None:
-        return ""
-    value = raw.strip() if isinstance(raw, str) else None
-    if value is None or len(value) > DISPLAY_NAME_MAX:
-        raise InvalidInput("Invalid display name.", detail=f"Display names are at most {DISPLAY_NAME_MAX} characters.",
-                           field="display_name")
-    # One line of printable text: no control characters (PostgreSQL refuses NUL in text anyway).
-    if not _is_text(value) or any(unicodedata.category(c) == "Cc" for c in value):
-        raise InvalidInput("Invalid display name.", detail="Display names cannot contain control characters.",
-                           field="display_name")
-    return value
+    return clean_text(raw, "display_name", "Invalid display name.", DISPLAY_NAME_MAX, noun="Display names")
 
 
 def clean_enabled(raw: Any) -> bool:
@@ -134,11 +115,11 @@ def clean_base_url(raw: Any) -> str:
 
     :raise InvalidInput: "Invalid provider base URL." with the reason as detail.
     """
-    if raw is not None and not isinstance(raw, str):
-        raise InvalidInput("Invalid provider base URL.", detail="Must be a string.", field="base_url")
-    if raw is not None and not _is_text(raw):
-        raise InvalidInput("Invalid provider base URL.", detail="The URL contains invalid characters.",
-                           field="base_url")
+    if raw is not None:
+        if not isinstance(raw, str):
+            raise InvalidInput("Invalid provider base URL.", detail="Must be a string.", field="base_url")
+        # The encoding only: normalize_base_url refuses control characters with its own detail.
+        check_text(raw, "base_url", "Invalid provider base URL.", noun="URLs", allow_control=True)
     return normalize_base_url(raw, current_app.config.get("PRIVATE_BASE_URL_ALLOWLIST", ""))
 
 
@@ -150,10 +131,7 @@ def clean_api_key(raw: Any) -> str:
     key = raw.strip() if isinstance(raw, str) else ""
     if not key:
         raise InvalidInput("API key is required.", field="api_key")
-    if not _is_text(key):
-        raise InvalidInput("Invalid API key.", detail="API keys must be valid UTF-8 text.", field="api_key")
-    if any(unicodedata.category(c) == "Cc" for c in key):  # NUL failed the INSERT on PostgreSQL (a 500)
-        raise InvalidInput("Invalid API key.", detail="API keys cannot contain control characters.", field="api_key")
+    check_text(key, "api_key", "Invalid API key.", noun="API keys")
     if len(key.encode()) > API_KEY_MAX_BYTES:
         raise InvalidInput("API key too large.", detail=f"API key exceeds maximum size of {API_KEY_MAX_BYTES} bytes",
                            field="api_key")
