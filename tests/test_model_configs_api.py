@@ -148,6 +148,36 @@ def test_create_on_missing_deleted_or_disabled_provider(app, admin_api):
     assert response.get_json()["validations"][0]["field"] == "ai_provider_id"
 
 
+def test_create_checks_the_provider_before_the_fields(app, admin_api):
+    """SPEC section 6 order: ai_provider_id required, provider live (404), enabled (400), then the
+    field rules: a body breaking both answers with the provider's message."""
+    bad_fields = {"context_limit": 0, "compression_threshold": 101, "options": [], "display_name": "x" * 300}
+    cases = [
+        ({}, 400, "AI provider ID is required."),
+        (bad_fields, 400, "AI provider ID is required."),
+        ({"provider": "openai", **bad_fields}, 400, "AI provider ID is required."),
+        ({"ai_provider_id": str(uuid.uuid4())}, 404, "AI provider not found."),
+        ({"ai_provider_id": str(uuid.uuid4()), **bad_fields}, 404, "AI provider not found."),
+        ({"ai_provider_id": make_provider(app, "off", enabled=False), **bad_fields}, 400, "AI provider is disabled."),
+        ({"ai_provider_id": make_provider(app, "on"), "provider": "anthropic", **bad_fields}, 400, "Invalid provider."),
+        ({"ai_provider_id": make_provider(app, "on-too"), **bad_fields}, 400, "Model is required."),
+    ]
+    for body, status, message in cases:
+        response = admin_api.post("/model-configs", json=body)
+        assert (response.status_code, response.get_json()["message"]) == (status, message), body
+    assert admin_api.get("/model-configs").get_json() == []
+
+
+def test_create_legacy_config_checks_the_legacy_provider_before_the_fields(app, admin_api):
+    make_legacy(app, "google", enabled=False)
+    make_legacy(app, "anthropic", api_key=new_key("legacy"))
+    response = admin_api.post("/model-configs", json={"provider": "google", "context_limit": 0})
+    assert (response.status_code, response.get_json()["message"]) == (400, "Provider is disabled.")
+    response = admin_api.post("/model-configs", json={"provider": "anthropic", "context_limit": 0})
+    assert (response.status_code, response.get_json()["message"]) == (400, "Model is required.")
+    assert admin_api.get("/model-configs").get_json() == []
+
+
 @pytest.mark.parametrize("model", [None, "", "   "])
 def test_create_requires_a_model(admin_api, provider_id, model):
     body = {"ai_provider_id": provider_id}

@@ -24,7 +24,6 @@ The default model:
 from __future__ import annotations
 
 import json
-import unicodedata
 import uuid
 from typing import Any
 
@@ -37,6 +36,7 @@ from app.extensions import db
 from app.models import PROVIDER_TYPES, AIProvider, ChatModelConfig, ChatProvider
 from app.services import audit
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.text import clean_text
 
 CONFIG_NOT_FOUND = "Chat model config not found."
 PROVIDER_NOT_FOUND = "AI provider not found."
@@ -60,38 +60,17 @@ IMMUTABLE = ("ai_provider_id", "provider")
 
 
 def clean_model(raw: Any) -> str:
-    """Trimmed, not empty, at most 256 characters. :raise InvalidInput: "Model is required." """
+    """Trimmed, not empty, at most 256 characters of plain text. :raise InvalidInput: "Model is required." """
     model = raw.strip() if isinstance(raw, str) else ""
     if not model:
         raise InvalidInput("Model is required.", validations=[Validation("model", "Enter the provider's model id.")])
-    if len(model) > MODEL_MAX:
-        raise InvalidInput("Invalid model.", validations=[Validation("model", f"At most {MODEL_MAX} characters.")])
-    if not _plain_text(model):
-        raise InvalidInput("Invalid model.", validations=[Validation("model", "No control characters.")])
-    return model
+    return clean_text(model, "model", "Invalid model.", MODEL_MAX, noun="Model ids", as_validation=True)
 
 
 def clean_display_name(raw: Any) -> str:
-    """Trimmed, at most 256 characters; empty means none (the model id is shown)."""
-    if raw is None:
-        return ""
-    value = raw.strip() if isinstance(raw, str) else None
-    if value is None or len(value) > DISPLAY_NAME_MAX:
-        raise InvalidInput("Invalid display name.",
-                           validations=[Validation("display_name", f"At most {DISPLAY_NAME_MAX} characters.")])
-    if not _plain_text(value):
-        raise InvalidInput("Invalid display name.", validations=[Validation("display_name", "No control characters.")])
-    return value
-
-
-def _plain_text(value: str) -> bool:
-    """Text every database stores: valid UTF-8 (no lone surrogates) without control characters
-    (PostgreSQL refuses NUL in text outright: it used to fail the INSERT with a 500)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return not any(unicodedata.category(c) == "Cc" for c in value)
+    """Trimmed, at most 256 characters of plain text; empty means none (the model id is shown)."""
+    return clean_text(raw, "display_name", "Invalid display name.", DISPLAY_NAME_MAX, noun="Display names",
+                      as_validation=True)
 
 
 def clean_context_limit(raw: Any) -> int:
@@ -278,48 +257,35 @@ def create_config(
     """Add a chat model config on a live, enabled AI provider (read under a shared row lock in
     this transaction, so a concurrent provider deletion cannot leave a live config behind).
 
-    Without `ai_provider_id`, a `provider` type that has an enabled legacy chat provider creates a
-    legacy config (a disabled one: 400 "Provider is disabled."). `provider`, when sent with an AI
+    Without `ai_provider_id`, a `provider` type that has a legacy chat provider creates a legacy
+    config (a disabled one: 400 "Provider is disabled."). `provider`, when sent with an AI
     provider, must be that provider's type. The first live config becomes the default;
     `is_default: true` makes the new config the default.
+
+    Checks, in the order of SPEC section 6: `ai_provider_id` required (400 "AI provider ID is
+    required.", unless the legacy case above) and well formed; then, inside the transaction
+    under the shared lock, the provider live (404 "AI provider not found."), enabled (400 "AI
+    provider is disabled.") and of the `provider` type sent; only then the field rules (model,
+    display name, limits, options) and the duplicate check (409).
 
     :raise InvalidInput: "AI provider ID is required.", "AI provider is disabled.",
         "Model is required.", a bad field. :raise NotFound: "AI provider not found."
     :raise Conflict: "Chat model config already exists." (same model on the same provider).
     """
-    fields = {
-        "model": clean_model(model),
-        "display_name": clean_display_name(display_name),
-        "enabled": True if enabled is None else clean_bool("enabled")(enabled),
-        "context_limit": DEFAULT_CONTEXT_LIMIT if context_limit is None else clean_context_limit(context_limit),
-        "compression_threshold": (DEFAULT_COMPRESSION_THRESHOLD if compression_threshold is None
-                                  else clean_compression_threshold(compression_threshold)),
-        "options": {} if options is None else clean_options(options),
-    }
-    make_default = False if is_default is None else clean_bool("is_default")(is_default)
     pid = None if ai_provider_id in (None, "") else parse_uuid(
         ai_provider_id, "Invalid AI provider ID.", field="ai_provider_id")
     with transaction():
-        if pid is not None:
-            ai_provider = lock_one(sa.select(AIProvider).where(AIProvider.id == pid, AIProvider.deleted.is_(False)),
-                                   shared=True)
-            if ai_provider is None:
-                raise NotFound(PROVIDER_NOT_FOUND, field="ai_provider_id")
-            if not ai_provider.enabled:
-                raise InvalidInput("AI provider is disabled.", field="ai_provider_id")
-            if provider is not None and provider != ai_provider.type:
-                raise InvalidInput("Invalid provider.", validations=[
-                    Validation("provider", "Must be the AI provider's type, or left out.")])
-            provider_type = ai_provider.type
-        else:
-            legacy = None
-            if isinstance(provider, str) and provider in PROVIDER_TYPES:
-                legacy = lock_one(sa.select(ChatProvider).where(ChatProvider.provider == provider), shared=True)
-            if legacy is None:
-                raise InvalidInput("AI provider ID is required.", field="ai_provider_id")
-            if not legacy.enabled:
-                raise InvalidInput("Provider is disabled.", field="provider")
-            provider_type = legacy.provider
+        provider_type = _lock_provider(pid, provider)
+        fields = {
+            "model": clean_model(model),
+            "display_name": clean_display_name(display_name),
+            "enabled": True if enabled is None else clean_bool("enabled")(enabled),
+            "context_limit": DEFAULT_CONTEXT_LIMIT if context_limit is None else clean_context_limit(context_limit),
+            "compression_threshold": (DEFAULT_COMPRESSION_THRESHOLD if compression_threshold is None
+                                      else clean_compression_threshold(compression_threshold)),
+            "options": {} if options is None else clean_options(options),
+        }
+        make_default = False if is_default is None else clean_bool("is_default")(is_default)
         config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=pid, provider=provider_type, is_default=False,
                                  created_by=actor.user_id, updated_by=actor.user_id, **fields)
         db.session.add(config)
@@ -330,6 +296,34 @@ def create_config(
                      provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
                      legacy=pid is None)
     return config
+
+
+def _lock_provider(pid: uuid.UUID | None, provider: Any) -> str:
+    """The provider a new config runs on, read under a shared row lock: its type.
+
+    With an id: the live AI provider (404), enabled (400), of the `provider` type when one was
+    sent (400). Without: the legacy chat provider of the `provider` type (400 "AI provider ID is
+    required." when there is none, "Provider is disabled." when it is off).
+    """
+    if pid is not None:
+        ai_provider = lock_one(sa.select(AIProvider).where(AIProvider.id == pid, AIProvider.deleted.is_(False)),
+                               shared=True)
+        if ai_provider is None:
+            raise NotFound(PROVIDER_NOT_FOUND, field="ai_provider_id")
+        if not ai_provider.enabled:
+            raise InvalidInput("AI provider is disabled.", field="ai_provider_id")
+        if provider is not None and provider != ai_provider.type:
+            raise InvalidInput("Invalid provider.", validations=[
+                Validation("provider", "Must be the AI provider's type, or left out.")])
+        return ai_provider.type
+    legacy = None
+    if isinstance(provider, str) and provider in PROVIDER_TYPES:
+        legacy = lock_one(sa.select(ChatProvider).where(ChatProvider.provider == provider), shared=True)
+    if legacy is None:
+        raise InvalidInput("AI provider ID is required.", field="ai_provider_id")
+    if not legacy.enabled:
+        raise InvalidInput("Provider is disabled.", field="provider")
+    return legacy.provider
 
 
 def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> ChatModelConfig:
