@@ -3,13 +3,17 @@ the pages a browser uses."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import sqlite3
 import uuid
+from contextlib import contextmanager
 
 import pytest
 import redis
+import sqlalchemy as sa
 
-from tests.support import PASSWORD, Api, get_csrf, login, make_token, make_user, post_form
+from tests.support import PASSWORD, Api, get_csrf, is_postgres, login, make_token, make_user, new_key, post_form
 
 NEW_PASSWORD = "a different long passphrase"
 
@@ -430,6 +434,131 @@ def test_password_change_ends_other_sessions(app, client, member):
     assert not signed_in(other)
     assert login(app.test_client(), member.email).status_code == 401
     assert login(app.test_client(), member.email, NEW_PASSWORD).status_code == 302
+
+
+# --- argon2 runs outside any transaction -----------------------------------------------------
+
+
+def writer_is_blocked(app) -> bool:
+    """SQLite: does this request hold the database write lock (another writer cannot start)?"""
+    from app.extensions import db
+
+    other = sqlite3.connect(db.engine.url.database, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        other.close()
+
+
+@contextmanager
+def watched_hashing(app, monkeypatch):
+    """Record, for each argon2 call of the users service, whether a transaction was open then
+    (and, on SQLite, whether the write lock was held); and count the commits meanwhile."""
+    from app.extensions import db
+    from app.services import users
+
+    calls: list[tuple[str, bool, bool]] = []
+    commits: list[int] = []
+    for name in ("verify_password", "hash_password", "burn_time"):
+        def spy(*args, _real=getattr(users, name), _name=name):
+            blocked = False if is_postgres() else writer_is_blocked(app)
+            calls.append((_name, db.session().in_transaction(), blocked))
+            return _real(*args)
+        monkeypatch.setattr(users, name, spy)
+    with app.app_context():
+        engine = db.engine
+
+    def count(_conn):
+        commits.append(1)
+
+    sa.event.listen(engine, "commit", count)
+    try:
+        yield calls, commits
+    finally:
+        sa.event.remove(engine, "commit", count)
+
+
+def test_sign_in_hashes_outside_any_transaction_and_commits_once(app, client, member, monkeypatch):
+    app.config["ARGON2_TIME_COST"] = 2  # the stored hash is upgraded at this sign-in: one more hash
+    token = get_csrf(client, "/login")
+    with watched_hashing(app, monkeypatch) as (calls, commits):
+        response = client.post("/login", data={"email": member.email, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302
+    assert calls == [("verify_password", False, False), ("hash_password", False, False)]
+    assert len(commits) == 1  # rehash, session row and audit event together
+    assert signed_in(client)
+    assert login(app.test_client(), member.email).status_code == 302  # the upgraded hash works
+
+    for email, password in ((member.email, "not the password"), ("nobody@example.com", PASSWORD)):
+        token = get_csrf(client := app.test_client(), "/login")
+        with watched_hashing(app, monkeypatch) as (calls, commits):
+            response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+        assert response.status_code == 401
+        assert [(in_tx, blocked) for _, in_tx, blocked in calls] == [(False, False)]
+        assert len(commits) == 1  # the audit event of the failure
+
+
+def test_password_change_hashes_outside_any_transaction_and_commits_once(app, client, member, monkeypatch):
+    login(client, member.email)
+    token = get_csrf(client, "/settings/password")
+    with watched_hashing(app, monkeypatch) as (calls, commits):
+        response = client.post("/settings/password", data={"current_password": PASSWORD, "new_password": NEW_PASSWORD,
+                                                            "confirm": NEW_PASSWORD, "csrf_token": token})
+    assert response.status_code == 302
+    assert calls == [("verify_password", False, False), ("hash_password", False, False)]
+    assert len(commits) == 1
+    assert login(app.test_client(), member.email, NEW_PASSWORD).status_code == 302
+
+
+# --- a password typed into the email field ---------------------------------------------------
+
+
+def test_a_password_typed_into_the_email_field_is_never_kept_or_shown(app, client, admin):
+    from app.extensions import db
+    from app.models import AuditEvent
+
+    typed = new_key("typed-password")  # the leak canary also scans every response, log and row
+    for password in ("some other password", ""):  # a wrong sign-in (401) and a form error (400)
+        token = get_csrf(client, "/login")
+        response = client.post("/login", data={"email": typed, "password": password, "csrf_token": token})
+        assert response.status_code in (400, 401)
+        page = response.get_data(as_text=True)
+        assert typed not in page and typed[-16:] not in page
+        assert 'name="email"' in page
+    token = get_csrf(client, "/login")
+    response = client.post("/login", data={"email": "Someone@Example.com ", "password": "x", "csrf_token": token})
+    assert 'value="Someone@Example.com "' in response.get_data(as_text=True)  # an email is kept for a retry
+    with app.app_context():
+        rows = db.session.execute(sa.select(AuditEvent).where(AuditEvent.action == "auth.login_failed")).scalars()
+        recorded = [(e.resource_id, e.details) for e in rows]
+    assert (None, {"email": "(not an email)"}) in recorded
+    assert typed not in repr(recorded)
+
+    login(client, admin.email)
+    audit_page = client.get("/admin/audit").get_data(as_text=True)
+    assert "(not an email)" in audit_page
+    assert typed not in audit_page and typed[-16:] not in audit_page
+
+
+def test_the_per_email_limit_key_is_a_hash_of_the_input(make_app, admin):
+    prefix = f"switchboard-test-{uuid.uuid4().hex}"
+    url = "redis://127.0.0.1:6379/0"
+    application = make_app(REDIS_URL=url, RATELIMIT_KEY_PREFIX=prefix)
+    server = redis.Redis.from_url(url)
+    typed = new_key("typed-password")
+    try:
+        assert failed_login(application.test_client(), typed, "203.0.113.40").status_code == 401
+        keys = [key.decode() for key in server.scan_iter(match=f"*{prefix}*")]
+        assert any(hashlib.sha256(typed.encode()).hexdigest() in key for key in keys), keys
+        assert not any(typed[-16:] in key for key in keys)
+    finally:
+        for key in server.scan_iter(match=f"*{prefix}*"):
+            server.delete(key)
+        server.close()
 
 
 # --- admin pages and layout ------------------------------------------------------------------

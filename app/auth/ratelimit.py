@@ -4,16 +4,19 @@ Only failures are counted (`deduct_when`). Once either budget (`LOGIN_RATE_LIMIT
 is spent, every sign-in attempt from that IP or for that email answers 429 until the window ends,
 a correct password included: otherwise the limit would tell a guesser when they got it right.
 
-Counters live in Redis when `REDIS_URL` is set, so every worker and host shares them, and in
-process memory otherwise. Each app gets its own `Limiter`: Flask-Limiter keeps its storage on the
-extension instance, so a process-wide one would count every app in the storage of the last app
-created.
+The per-email key is the SHA-256 of the normalised input: whatever was typed (a password, by
+mistake) never becomes a limiter key in clear. Counters live in Redis when `REDIS_URL` is set, so
+every worker and host shares them, and in process memory otherwise. Each app gets its own
+`Limiter`: Flask-Limiter keeps its storage on the extension instance, so a process-wide one would
+count every app in the storage of the last app created.
 
 The client IP is `request.remote_addr`. Behind a reverse proxy, wrap the WSGI app in Werkzeug's
 `ProxyFix` with the number of trusted proxies, or every client shares the proxy's budget.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
@@ -32,7 +35,9 @@ def _ip_key() -> str:
 
 
 def _email_key() -> str:
-    return "login-email:" + normalize_email(request.form.get("email"))[:254]
+    """The per-email budget's key: a SHA-256 of the normalised input, never the input itself (it
+    lands in Redis or in memory, and may be a password typed into the wrong field)."""
+    return "login-email:" + hashlib.sha256(normalize_email(request.form.get("email")).encode()).hexdigest()
 
 
 def _failed(_response: Response) -> bool:

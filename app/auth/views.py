@@ -10,7 +10,6 @@ from app.auth.forms import LoginForm, SetupForm
 from app.auth.ratelimit import record_login_failure
 from app.errors import DomainError, NotFound
 from app.services import users as user_service
-from app.services.base import Actor
 from app.web.forms import EmptyForm
 from app.web.views_helpers import apply_error, current_actor, safe_next
 
@@ -50,13 +49,11 @@ def login():
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        user = user_service.authenticate(form.email.data, form.password.data, current_actor())
+        # A fresh session at every sign-in: nothing from before (CSRF token included) carries
+        # over, and the cookie names a new server-side session row.
+        user = user_service.sign_in(form.email.data, form.password.data, current_actor())
         if user is not None:
-            # A fresh session at every sign-in: nothing from before (CSRF token included) carries
-            # over, and the cookie names a new server-side session row.
             session.clear()
-            actor = Actor.for_user(user, request_id=current_actor().request_id, ip=request.remote_addr)
-            user_service.start_session(user, actor)
             login_user(user)
             return redirect(safe_next(request.args.get("next")))
         record_login_failure()
@@ -64,6 +61,8 @@ def login():
         status = 401
     elif form.errors:
         status = 400
+    if form.is_submitted() and not user_service.looks_like_email(form.email.data):
+        form.email.data = ""  # perhaps a password typed into the wrong field: never echo it back
     return render_template("auth/login.html", form=form), status
 
 

@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import ApiToken, User, UserAIProviderKey, UserChatProviderKey, UserSession
 from app.services import audit
-from app.services.base import Actor, Page, count, transaction
+from app.services.base import Actor, Page, count, lock_one, transaction
 from app.services.passwords import (
     MAX_LENGTH,
     MIN_LENGTH,
@@ -117,24 +117,13 @@ def list_users(page: Page = Page()) -> tuple[list[User], int]:
     return list(rows), total
 
 
-def authenticate(email: str, password: str, actor: Actor) -> User | None:
-    """Check credentials; records failures in the audit log. Returns None on any failure.
+NOT_AN_EMAIL = "(not an email)"
 
-    An unknown email, a wrong password and a deactivated user look alike, in the answer and in
-    the time it takes. A hash made with older parameters is upgraded on success.
-    """
-    email = normalize_email(email)
-    password = password or ""
-    with transaction():
-        user = db.session.execute(sa.select(User).where(User.email == email)).scalar_one_or_none()
-        if user is None:
-            burn_time(password)
-        elif verify_password(user.password_hash, password) and user.active:
-            if needs_rehash(user.password_hash):
-                user.password_hash = hash_password(password)
-            return user
-        audit.record(actor, "auth.login_failed", "user", user.id if user else None, email=email[:254])
-    return None
+
+def looks_like_email(value: str | None) -> bool:
+    """Whether sign-in input has the shape of an email (so it may be shown or recorded)."""
+    text = normalize_email(value)
+    return bool(EMAIL_RE.match(text)) and len(text) <= 254
 
 
 def _hash_session_id(session_id: str) -> str:
@@ -146,21 +135,79 @@ def _session_cutoff():
     return utcnow() - current_app.permanent_session_lifetime
 
 
-def start_session(user: User, actor: Actor) -> str:
-    """Open a new server-side session for `user`; returns its id (kept in the signed cookie).
+def _read_password_hash(where: sa.ColumnElement[bool]) -> tuple[uuid.UUID, str] | None:
+    """The user's id and password hash, then the end of the read transaction: argon2 must never
+    run inside a transaction (on SQLite it would hold the database write lock for every hash)."""
+    row = db.session.execute(sa.select(User.id, User.password_hash).where(where)).one_or_none()
+    db.session.rollback()
+    return (row[0], row[1]) if row is not None else None
 
-    Sessions last at most PERMANENT_SESSION_LIFETIME from sign-in; the user's ended ones are
-    removed here.
-    """
+
+def _lock_user_if_hash_is(user_id: uuid.UUID, verified_hash: str) -> User | None:
+    """The user's row, locked, if its password hash is still the one just verified; None if the
+    user is gone or the hash changed meanwhile (a password change, or another sign-in's upgrade)."""
+    user = lock_one(sa.select(User).where(User.id == user_id))
+    if user is None or user.password_hash != verified_hash:
+        return None
+    return user
+
+
+def _open_session(user: User) -> str:
+    """Add a new server-side session row for `user` (flushes); returns its id for the cookie."""
     session_id = secrets.token_urlsafe(32)
-    with transaction():
-        db.session.execute(
-            sa.delete(UserSession).where(UserSession.user_id == user.id, UserSession.created_at < _session_cutoff())
-        )
-        db.session.add(UserSession(id_hash=_hash_session_id(session_id), user_id=user.id))
-        audit.record(actor, "auth.login", "user", user.id)
-    user.current_session_id = session_id
+    db.session.add(UserSession(id_hash=_hash_session_id(session_id), user_id=user.id))
+    db.session.flush()
     return session_id
+
+
+def _record_failed_sign_in(actor: Actor, user_id: uuid.UUID | None, email: str) -> None:
+    """Audit a failed sign-in (inside the caller's transaction): the account when the input named
+    one, else the input only when it has the shape of an email, so that a password typed into the
+    email field is never kept."""
+    shown = email if user_id is not None or looks_like_email(email) else NOT_AN_EMAIL
+    audit.record(actor, "auth.login_failed", "user", user_id, email=shown)
+
+
+def sign_in(email: str, password: str, actor: Actor) -> User | None:
+    """Check the credentials and open a server-side session; None on any failure (audited).
+
+    An unknown email, a wrong password and a deactivated user look alike, in the answer and in
+    the time it takes. The password is verified outside any transaction; then one short
+    transaction upgrades a hash made with older parameters, records the sign-in and adds the
+    session row. Sessions last at most PERMANENT_SESSION_LIFETIME from sign-in; the user's ended
+    ones are removed here. On success the user's `current_session_id` is the new session's id.
+    """
+    email = normalize_email(email)
+    password = password or ""
+    user_id = None
+    for _attempt in range(2):  # once more if the hash changed between the check and the lock
+        found = _read_password_hash(User.email == email)
+        if found is None:
+            user_id = None
+            burn_time(password)
+            break
+        user_id, verified_hash = found
+        if not verify_password(verified_hash, password):
+            break
+        new_hash = hash_password(password) if needs_rehash(verified_hash) else None
+        with transaction():
+            user = _lock_user_if_hash_is(user_id, verified_hash)
+            if user is None:
+                continue
+            if not user.active:
+                _record_failed_sign_in(actor, user_id, email)
+                return None
+            if new_hash is not None:
+                user.password_hash = new_hash
+            db.session.execute(sa.delete(UserSession).where(UserSession.user_id == user.id,
+                                                            UserSession.created_at < _session_cutoff()))
+            session_id = _open_session(user)
+            audit.record(Actor.for_user(user, request_id=actor.request_id, ip=actor.ip), "auth.login", "user", user.id)
+        user.current_session_id = session_id
+        return user
+    with transaction():
+        _record_failed_sign_in(actor, user_id, email)
+    return None
 
 
 def load_session_user(session_id: str) -> User | None:
@@ -182,53 +229,85 @@ def end_session(session_id: str | None) -> None:
         db.session.execute(sa.delete(UserSession).where(UserSession.id_hash == _hash_session_id(session_id)))
 
 
-def _end_sessions(user_id: uuid.UUID, keep: str | None = None) -> None:
-    stmt = sa.delete(UserSession).where(UserSession.user_id == user_id)
-    if keep:
-        stmt = stmt.where(UserSession.id_hash != _hash_session_id(keep))
-    db.session.execute(stmt)
+def _end_sessions(user_id: uuid.UUID) -> None:
+    db.session.execute(sa.delete(UserSession).where(UserSession.user_id == user_id))
 
 
-def change_password(user: User, current: str, new: str, actor: Actor) -> None:
-    """Change the caller's password; every other session of theirs ends.
+WRONG_CURRENT_PASSWORD = "The current password is not correct."
+
+
+def change_password(user: User, current: str, new: str, actor: Actor) -> str:
+    """Change the caller's password. Every session of theirs ends, the current one included, and
+    a new session is opened for the caller: its id is returned (and set as the user's
+    `current_session_id`) so the caller stays signed in under a new cookie.
+
+    Both argon2 runs (checking the current password, hashing the new one) happen outside any
+    transaction; the change itself is one short transaction.
 
     :raise InvalidInput: the current password is wrong, or the new one is too weak.
     """
-    with transaction():
-        if not verify_password(user.password_hash, current or ""):
-            raise InvalidInput("Invalid password.", validations=[Validation("current_password", "The current password is not correct.")])
+    wrong = InvalidInput("Invalid password.", validations=[Validation("current_password", WRONG_CURRENT_PASSWORD)])
+    user_id = user.id
+    for _attempt in range(2):  # again once if the hash changed between the check and the lock
+        found = _read_password_hash(User.id == user_id)
+        if found is None or not verify_password(found[1], current or ""):
+            raise wrong
         problems = password_problems(new or "", "new_password")
         if problems:
             raise InvalidInput("Invalid password.", validations=problems)
-        user.password_hash = hash_password(new)
-        _end_sessions(user.id, keep=user.current_session_id)
-        audit.record(actor, "user.password_change", "user", user.id)
+        new_hash = hash_password(new)
+        with transaction():
+            row = _lock_user_if_hash_is(user_id, found[1])
+            if row is not None:
+                row.password_hash = new_hash
+                _end_sessions(user_id)
+                session_id = _open_session(row)
+                audit.record(actor, "user.password_change", "user", user_id)
+        if row is not None:
+            user.current_session_id = session_id
+            return session_id
+    raise wrong
+
+
+def _locked_active_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
+    """Lock the target user and every active administrator in one statement, in id order, and
+    return (the target, how many active administrators there are).
+
+    One ordered statement is what keeps two administrators demoting or deactivating each other
+    from deadlocking on PostgreSQL (locking the target first, then the others, took the same two
+    rows in opposite orders); the counted rows stay locked until commit, so the two cannot both
+    see another administrator and leave none. (SQLite: the write transaction already holds the
+    database lock from its BEGIN IMMEDIATE.)
+    """
+    rows = db.session.execute(
+        sa.select(User)
+        .where(sa.or_(User.id == user_id, sa.and_(User.role == "admin", User.active)))
+        .order_by(User.id)
+        .with_for_update()
+    ).scalars().all()
+    target = next((u for u in rows if u.id == user_id), None)
+    return target, sum(1 for u in rows if u.role == "admin" and u.active)
 
 
 def set_role(actor: Actor, user_id: uuid.UUID, role: str) -> User:
-    """Change a user's role; their sessions end so the new role applies at once."""
+    """Change a user's role; their sessions end so the new role applies at once.
+
+    :raise NotFound: no such user. :raise InvalidInput: not a role.
+    :raise Conflict: the last active administrator would lose the role.
+    """
     with transaction():
-        user = db.session.execute(sa.select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
+        user, admins = _locked_active_admins(user_id)
         if user is None:
             raise NotFound("User not found.")
         if role not in ("admin", "member"):
             raise InvalidInput("Invalid role.", validations=[Validation("role", "Choose admin or member.")])
         if user.role != role:
-            if user.role == "admin" and _active_admins() <= 1:
+            if user.role == "admin" and user.active and admins <= 1:
                 raise Conflict("The last administrator cannot lose that role.")
             user.role = role
             _end_sessions(user.id)
             audit.record(actor, "user.role_change", "user", user.id, role=role)
     return user
-
-
-def _active_admins() -> int:
-    """How many active administrators there are, with their rows locked (PostgreSQL) so that two
-    administrators demoting or deactivating each other at once cannot leave none."""
-    ids = db.session.execute(
-        sa.select(User.id).where(User.role == "admin", User.active).order_by(User.id).with_for_update()
-    ).scalars().all()
-    return len(ids)
 
 
 def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
@@ -239,14 +318,14 @@ def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
         themselves (an administrator cannot lock themselves out by mistake).
     """
     with transaction():
-        user = db.session.execute(sa.select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
+        user, admins = _locked_active_admins(user_id)
         if user is None:
             raise NotFound("User not found.")
         if not user.active:
             return user
         if actor.user_id == user.id:
             raise Conflict("You cannot deactivate your own account.")
-        if user.role == "admin" and _active_admins() <= 1:
+        if user.role == "admin" and admins <= 1:
             raise Conflict("The last active administrator cannot be deactivated.")
         user.active = False
         user.deactivated_at = utcnow()

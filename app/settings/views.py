@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user
 
 from app.errors import DomainError
 from app.services import tokens as token_service
@@ -65,13 +65,18 @@ def password():
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
+            user = current_user._get_current_object()
             try:
-                user_service.change_password(current_user, form.current_password.data,
-                                             form.new_password.data, current_actor())
+                user_service.change_password(user, form.current_password.data, form.new_password.data,
+                                             current_actor())
             except DomainError as error:
                 apply_error(form, error, "new_password")
                 status = 400
             else:
+                # Every session of the user ended, this one included: carry on under the new
+                # session id the service opened (a new cookie; nothing from before carries over).
+                session.clear()
+                login_user(user)
                 flash("Password changed. Your other sessions were signed out.", "success")
                 return redirect(url_for("settings.password"))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from markupsafe import escape
+from psycopg.errors import DeadlockDetected, SerializationFailure
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -44,9 +45,21 @@ def wants_json() -> bool:
 
 
 def is_database_unavailable(error: BaseException) -> bool:
+    """Errors a client may retry: the database is unreachable or busy (503 with Retry-After).
+
+    Deadlocks and serialization failures are among them (PostgreSQL reports both as operational
+    errors), but they are bugs in how a use case takes its locks, not outages: see
+    `is_lock_conflict`.
+    """
     if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
         return True
     return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def is_lock_conflict(error: BaseException) -> bool:
+    """A deadlock or a serialization failure reported by PostgreSQL (SQLSTATE 40P01 / 40001)."""
+    orig = getattr(error, "orig", None)
+    return isinstance(error, DBAPIError) and isinstance(orig, DeadlockDetected | SerializationFailure)
 
 
 def error_response(status: int, body: dict | None = None, page_message: str | None = None) -> Response:
@@ -110,8 +123,15 @@ def init_errors(app: Flask) -> None:
     def unexpected_error(error: Exception):
         _rollback()
         if is_database_unavailable(error):
-            current_app.logger.warning("database unavailable: %s [request_id=%s]", type(error).__name__,
-                                       getattr(g, "request_id", None))
+            if is_lock_conflict(error):
+                # Retryable for the client, but a defect here: logged as an error. Only the error's
+                # class and SQLSTATE, never its text (which carries the statement's parameters).
+                current_app.logger.error("database lock conflict in %s %s: %s (SQLSTATE %s) [request_id=%s]",
+                                         request.method, request.path, type(error.orig).__name__,
+                                         getattr(error.orig, "sqlstate", None), getattr(g, "request_id", None))
+            else:
+                current_app.logger.warning("database unavailable: %s [request_id=%s]", type(error).__name__,
+                                           getattr(g, "request_id", None))
             response = error_response(503, {"message": _HTTP_MESSAGES[503]})
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
             return response
