@@ -358,6 +358,74 @@ def test_detail_page_shows_settings_keys_and_counts_but_never_keys(app, admin_cl
     assert f"/admin/providers/{pid}/keys/{first_id}/delete" in body
 
 
+def test_detail_page_lists_who_holds_a_key_of_their_own_but_never_the_key(app, admin_client, member, member_b,
+                                                                          monkeypatch):
+    from tests.support import make_user
+
+    pid = service_create(app, "byok-open", key_policy="user_preferred")
+    other = service_create(app, "elsewhere", key_policy="user_preferred")
+    mel, bo = user_key(app, member, pid), user_key(app, member_b, pid)
+    user_key(app, make_user(app, "not-here@example.com", name="Not Here"), other)
+    body = text(admin_client.get(f"/admin/providers/{pid}"))
+    assert re.search(r"<dt>Users with their own key</dt><dd>2</dd>", body)
+    holders = re.search(r'<table class="table key-holders">.*?</table>', body, re.S)
+    assert holders, "no list of key holders"
+    tbody = holders.group(0).split("<tbody>", 1)[1]
+    rows = [re.sub(r"<[^>]+>", " ", row) for row in re.findall(r"<tr>(.*?)</tr>", tbody, re.S)]
+    assert [" ".join(row.split()[:2]) for row in rows] == ["member@example.com Mel", "other@example.com Bo"]
+    saved_at = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC"
+    assert all(re.search(saved_at, row) for row in rows)
+    assert "not-here@example.com" not in body  # a key for another provider
+    for key in (mel, bo):
+        assert key[-4:] not in holders.group(0) and key[:-4] not in body  # neither the key nor its hint
+
+    # Past the page's limit the count stays exact and the page says the list is cut short.
+    from app.admin import providers as pages
+
+    monkeypatch.setattr(pages, "KEY_HOLDERS_SHOWN", 1)
+    body = text(admin_client.get(f"/admin/providers/{pid}"))
+    assert re.search(r"<dt>Users with their own key</dt><dd>2</dd>", body)
+    assert "member@example.com" in body and "other@example.com" not in body
+    assert "The first 1 of 2 are listed, by email." in body
+
+
+def test_a_provider_without_user_keys_lists_nobody(app, admin_client):
+    pid = service_create(app, "nobody-yet", key_policy="user_preferred")
+    body = text(admin_client.get(f"/admin/providers/{pid}"))
+    assert re.search(r"<dt>Users with their own key</dt><dd>0</dd>", body)
+    assert "key-holders" not in body
+
+
+def test_test_buttons_and_in_use_follow_the_services(app, admin_client, monkeypatch):
+    """The page shows what the services decide: which key serves requests (`oldest_key`) and
+    whether keys of this type can be tested and models discovered (`supports_testing`)."""
+    from app.services import key_testing, providers
+
+    openai = service_create(app, "openai-main")
+    bedrock = service_create(app, "bedrock-main", type="bedrock")
+    first_id, _ = service_key(app, openai)
+    second_id, _ = service_key(app, openai)
+    service_key(app, bedrock)
+
+    def badge_row(body):
+        (row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", body, re.S) if "In use" in r]
+        return row
+
+    body = text(admin_client.get(f"/admin/providers/{openai}"))
+    assert f"/keys/{first_id}/delete" in badge_row(body)
+    assert body.count(">Test</button>") == 2 and "Discover models" in body
+    body = text(admin_client.get(f"/admin/providers/{bedrock}"))
+    assert ">Test</button>" not in body and "Discover models" not in body
+
+    real_oldest = providers.oldest_key
+    monkeypatch.setattr(providers, "oldest_key", lambda pid: next(
+        k for k in providers.list_keys(pid) if str(k.id) == second_id) if str(pid) == openai else real_oldest(pid))
+    monkeypatch.delitem(key_testing._APIS, "openai")  # say the service cannot test OpenAI keys
+    body = text(admin_client.get(f"/admin/providers/{openai}"))
+    assert f"/keys/{second_id}/delete" in badge_row(body)
+    assert ">Test</button>" not in body and "Discover models" not in body
+
+
 def test_detail_page_says_when_byok_is_off_for_the_deployment(app, admin_client):
     pid = service_create(app, "byok", key_policy="user_only")
     assert "<dt>User keys</dt><dd>Allowed</dd>" in text(admin_client.get(f"/admin/providers/{pid}"))

@@ -54,7 +54,7 @@ BUDGETS: dict[str, int] = {
     "POST /credentials": 7,
     # Pages
     "GET /admin/providers": 4,
-    "GET /admin/providers/{id}": 6,
+    "GET /admin/providers/{id}": 9,  # + the key in use (oldest_key) and who holds a user key (count, first 50)
     "GET /admin/model-configs": 3,
     "GET /admin/users": 5,
     "GET /settings/keys": 3,

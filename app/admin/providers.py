@@ -15,6 +15,7 @@ from app.admin import bp
 from app.admin.provider_forms import ProviderCreateForm, ProviderEditForm, ProviderKeyForm
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import AIProvider
+from app.services import key_testing, user_keys
 from app.services import providers as service
 from app.services.base import Page
 from app.web.forms import EmptyForm
@@ -22,6 +23,7 @@ from app.web.pagination import page_args
 from app.web.views_helpers import admin_required, apply_error, current_actor
 
 LABELS = {"type_labels": service.TYPE_LABELS, "policy_labels": service.POLICY_LABELS}
+KEY_HOLDERS_SHOWN = 50  # users listed with their own key on a provider's page (the count is exact)
 
 
 def _provider_or_404(provider_id: str) -> AIProvider:
@@ -73,13 +75,20 @@ def create_provider():
 @bp.route("/providers/<provider_id>")
 @admin_required
 def provider_detail(provider_id: str):
-    """The provider's settings, its keys (hints only) and what depends on it. :raise 404:"""
+    """The provider's settings, its keys (hints only), what depends on it and who holds a key of
+    their own. :raise 404:"""
     return _render_detail(_provider_or_404(provider_id), ProviderKeyForm())
 
 
 def _render_detail(provider: AIProvider, key_form: ProviderKeyForm, status: int = 200):
+    """The page: keys (the one in use marked), what depends on it, and who holds a key of their own
+    (email, name and when they saved it; never the key or its hint)."""
     keys = service.list_keys(provider.id)
+    in_use = service.oldest_key(provider.id)
     return render_template("admin/providers/detail.html", provider=provider, keys=keys, facts=_facts(provider),
+                           in_use_key_id=in_use.id if in_use else None,
+                           testable=key_testing.supports_testing(provider.type),
+                           holders=user_keys.user_key_holders(provider.id, limit=KEY_HOLDERS_SHOWN),
                            key_form=key_form, byok_enabled=service.byok_enabled(provider), **LABELS), status
 
 
