@@ -319,3 +319,20 @@ def test_a_key_saved_on_the_page_never_appears_in_any_page(app, client, admin, m
         for secret in (canary, canary[:-4], refused[:40]):
             assert secret not in body, f"key material in {where}"
     assert canary not in caplog.text and refused[:40] not in caplog.text
+
+
+def test_the_test_button_follows_the_key_testing_service(app, signed_in, monkeypatch):
+    """Whether a key can be tested is the key-testing service's rule, not the page's: a type it
+    cannot test (Bedrock today) gets no button, whatever the type is."""
+    from app.services import key_testing
+
+    openai = make_provider(app, "openai-like", type="openai")
+    bedrock = make_provider(app, "bedrock-like", type="bedrock")
+    for pid in (openai, bedrock):
+        assert save(signed_in, pid, new_key()).status_code == 302
+    html = page(signed_in)
+    assert ">Test my key</button>" in card(html, openai)
+    assert ">Test my key</button>" not in card(html, bedrock)
+
+    monkeypatch.delitem(key_testing._APIS, "openai")  # say the service cannot test OpenAI keys
+    assert ">Test my key</button>" not in card(page(signed_in), openai)

@@ -14,6 +14,7 @@ from flask_login import login_required
 from app.errors import DomainError
 from app.services import user_keys
 from app.services.base import parse_uuid
+from app.services.key_testing import supports_testing
 from app.services.providers import TYPE_LABELS
 from app.services.user_keys import UserKeyConfig
 from app.settings import bp
@@ -38,6 +39,11 @@ class KeyCard:
     @property
     def can_save(self) -> bool:
         return self.config.byok_enabled and self.config.provider.enabled
+
+    @property
+    def can_test(self) -> bool:
+        """A saved key that is used can be sent to the provider, if its type can be tested."""
+        return self.config.has_user_api_key and self.can_save and supports_testing(self.config.provider.type)
 
 
 def describe(config: UserKeyConfig) -> tuple[str, str, str]:
