@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import InvalidInput, NotFound, Validation
+from app.errors import InvalidInput, NotFound, Unauthorized, Validation
 from app.extensions import db
+from app.models import User
 
 if TYPE_CHECKING:
-    from app.models import ApiToken, User
+    from app.models import ApiToken
 
 T = TypeVar("T")
 
@@ -95,6 +96,25 @@ def lock_one(stmt: sa.Select, *, shared: bool = False) -> Any:
     On SQLite the write transaction already holds the database write lock from its start.
     """
     return db.session.execute(stmt.with_for_update(read=shared)).scalar_one_or_none()
+
+
+def lock_active_user(user_id: uuid.UUID) -> None:
+    """Lock the acting user's row while the user is active; call it first in a transaction that
+    writes something the user owns (their provider keys).
+
+    `FOR NO KEY UPDATE` on PostgreSQL: it serialises one user's writes and conflicts with the
+    `FOR UPDATE` that `deactivate_user` takes, so a write racing a deactivation either comes
+    first (and the deactivation deletes what it wrote) or waits and then finds the user inactive
+    (401), never leaving something behind. Foreign-key checks from other tables (audit events,
+    sessions) stay free. SQLite's immediate write transaction already serialises writers.
+
+    :raise Unauthorized: the user is missing or was deactivated.
+    """
+    locked = db.session.execute(
+        sa.select(User.id).where(User.id == user_id, User.active.is_(True)).with_for_update(key_share=True)
+    ).scalar_one_or_none()
+    if locked is None:
+        raise Unauthorized()
 
 
 def get_or_404(stmt: sa.Select, message: str) -> Any:

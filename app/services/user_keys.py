@@ -25,11 +25,11 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
-from app.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from app.errors import Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import AIProvider, AIProviderKey, User, UserAIProviderKey
 from app.services import audit, secrets
-from app.services.base import Actor, Page, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.base import Actor, Page, is_unique_violation, lock_active_user, lock_one, parse_uuid, transaction
 from app.services.providers import PROVIDER_NOT_FOUND, byok_enabled, clean_api_key
 
 BYOK_DISABLED = "BYOK is disabled."
@@ -200,7 +200,7 @@ def upsert_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], 
     pid = parse_uuid(provider_id, field="provider_id")
     user_id = _caller_id(actor)
     with transaction():
-        _lock_active_user(user_id)
+        lock_active_user(user_id)
         provider = lock_one(_live_provider(pid), shared=True)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
@@ -219,14 +219,6 @@ def upsert_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], 
                                byok_enabled=byok_enabled(provider), hint=row.hint,
                                key_created_at=row.created_at, key_updated_at=row.updated_at)
     return config
-
-
-def _lock_active_user(user_id: uuid.UUID) -> None:
-    locked = db.session.execute(
-        sa.select(User.id).where(User.id == user_id, User.active.is_(True)).with_for_update(key_share=True)
-    ).scalar_one_or_none()
-    if locked is None:
-        raise Unauthorized()
 
 
 def _mine(user_id: uuid.UUID, provider_id: uuid.UUID) -> sa.Select:
