@@ -116,10 +116,15 @@ def test_unknown_type_is_invalid_provider(admin_api):
             assert response.get_json()["message"] == "Invalid provider."
 
 
-def test_provider_is_required(admin_api):
-    response = admin_api.post("/providers", json={"api_key": new_key()})
+@pytest.mark.parametrize("body", [{}, {"provider": None}, {"api_key": "x"}, {"central_api_key_enabled": False}])
+def test_provider_is_required(admin_api, body):
+    """A missing or null type is the SPEC's "Invalid provider.", answered by the service, not
+    the body's shape (which answered "Invalid request body.")."""
+    response = admin_api.post("/providers", json=body)
     assert response.status_code == 400
+    assert response.get_json()["message"] == "Invalid provider."
     assert response.get_json()["validations"][0]["field"] == "provider"
+    assert admin_api.get("/providers").get_json() == []
 
 
 def test_second_provider_of_a_type_conflicts(admin_api):
@@ -405,6 +410,116 @@ def test_put_checks_in_order(app, admin_api, member_api):
     from app.models import UserChatProviderKey
 
     assert db_rows(app, UserChatProviderKey) == []
+
+
+def test_put_with_byok_off_is_403_whatever_the_body(app, admin_api, member_api):
+    """BYOK off comes first (as for /user-ai-provider-keys): a bad body does not answer 400."""
+    ok = byok_provider(admin_api)
+    app.config["ALLOW_BYOK"] = False
+    bodies = [{}, {"api_key": 5}, {"api_key": new_key(), "user_id": "x"}, ["not", "an", "object"]]
+    for path in (f"/user-provider-configs/{ok['id']}", "/user-provider-configs/not-a-uuid"):
+        for body in bodies:
+            response = member_api.put(path, json=body)
+            assert (response.status_code, response.get_json()) == (403, {"message": "BYOK is disabled."}), body
+        response = member_api.put(path, data="{not json", headers={"Content-Type": "application/json"})
+        assert (response.status_code, response.get_json()) == (403, {"message": "BYOK is disabled."})
+
+
+def test_put_checks_the_provider_before_the_body(admin_api, member_api):
+    disabled = byok_provider(admin_api, provider="anthropic", enabled=False)
+    central_only = create(admin_api, provider="openai")
+    ok = byok_provider(admin_api, provider="google")
+    bad = {"api_key": 5, "user_id": "x"}
+    cases = [
+        ("/user-provider-configs/not-a-uuid", 400, "Invalid ID."),
+        (f"/user-provider-configs/{uuid.uuid4()}", 404, "Chat provider not found."),
+        (f"/user-provider-configs/{disabled['id']}", 400, "Provider is disabled."),
+        (f"/user-provider-configs/{central_only['id']}", 400, "Provider does not allow user API keys."),
+        (f"/user-provider-configs/{ok['id']}", 400, "Invalid request body."),
+    ]
+    for path, status, message in cases:
+        response = member_api.put(path, json=bad)
+        assert (response.status_code, response.get_json()["message"]) == (status, message), path
+    not_json = member_api.put(f"/user-provider-configs/{disabled['id']}", data="{not json",
+                              headers={"Content-Type": "application/json"})
+    assert not_json.get_json()["message"] == "Provider is disabled."
+
+
+def test_a_deactivated_user_cannot_save_a_legacy_key(app, admin_api, member):
+    """The save locks the caller's row while active (as BYOK saves do): a user deactivated
+    meanwhile gets 401 and keeps no key (deactivation deletes keys once, then none may appear)."""
+    from app.errors import Unauthorized
+    from app.models import UserChatProviderKey
+    from app.services import legacy, users
+    from app.services.base import Actor
+
+    provider = byok_provider(admin_api)
+    with app.app_context():
+        stale = Actor.for_user(member)  # what a request authenticated just before holds
+        users.deactivate_user(Actor.system("test"), member.id)
+        with pytest.raises(Unauthorized):
+            legacy.set_user_key(stale, provider["id"], new_key())
+    assert db_rows(app, UserChatProviderKey) == []
+
+
+@pytest.mark.postgres_only
+def test_a_legacy_key_saved_during_a_deactivation_does_not_survive_it(app, admin_api, member):
+    """PostgreSQL, deterministic: a deactivation holds the user row (FOR UPDATE) and has deleted
+    the user's keys; a PUT arriving then waits on the user lock and, once the deactivation
+    commits, answers 401 instead of writing a key the deactivation already swept."""
+    import threading
+    import time
+
+    from app.extensions import db
+    from app.models import UserChatProviderKey
+    from tests.support import API, make_token
+
+    provider = byok_provider(admin_api)
+    token = make_token(app, member)
+    answered: list = []
+
+    def put() -> None:
+        response = app.test_client().put(f"{API}/user-provider-configs/{provider['id']}",
+                                         json={"api_key": new_key()}, headers={"Authorization": f"Bearer {token}"})
+        answered.append(response.status_code)
+
+    with app.app_context(), db.engine.connect() as deactivation, db.engine.connect() as watcher:
+        with deactivation.begin():
+            deactivation.execute(sa.text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": member.id})
+            deactivation.execute(sa.text("UPDATE users SET active = false WHERE id = :id"), {"id": member.id})
+            deactivation.execute(sa.text("DELETE FROM user_chat_provider_keys WHERE user_id = :id"),
+                                 {"id": member.id})
+            thread = threading.Thread(target=put)
+            thread.start()
+            waiting = 0
+            for _ in range(200):
+                waiting = watcher.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'")).scalar_one()
+                watcher.rollback()  # activity is read once per transaction: look again afresh
+                if waiting or answered:
+                    break
+                time.sleep(0.05)
+            assert waiting == 1, "the PUT should wait on the deactivation's lock"
+        thread.join(timeout=30)
+    assert answered == [401]
+    assert db_rows(app, UserChatProviderKey) == []
+
+
+def test_a_key_row_deleted_between_conflict_and_reselect_fails_the_request(app, admin_api, member, monkeypatch):
+    """The insert lost to another writer's row, which was then gone before the re-select: the
+    save fails with the database's error (a 500 for the API), not an AttributeError on None."""
+    from sqlalchemy.exc import IntegrityError
+
+    from app.services import legacy
+    from app.services.base import Actor
+
+    provider = byok_provider(admin_api)
+    with app.app_context():
+        legacy.set_user_key(Actor.for_user(member), provider["id"], new_key("first"))
+    monkeypatch.setattr(legacy, "_user_key_row", lambda user_id, provider_id: None)  # never finds the row
+    with app.app_context(), pytest.raises(IntegrityError):
+        legacy.set_user_key(Actor.for_user(member), provider["id"], new_key("second"))
 
 
 def test_delete_is_idempotent_and_only_the_callers_key(app, admin_api, member_api, member_b_api):

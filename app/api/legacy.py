@@ -14,7 +14,8 @@ from app.services import legacy
 
 
 class LegacyProviderCreate(Body):
-    provider: str
+    # Optional in shape so that a missing or null type gets the service's "Invalid provider."
+    provider: str | None = None
     display_name: str | None = None
     enabled: bool | None = None
     base_url: str | None = None
@@ -35,7 +36,7 @@ class LegacyProviderUpdate(Body):
 
 
 class UserKeyBody(Body):
-    # Optional in shape so that the service's checks come in their documented order.
+    # Optional here so that a missing or null key gets the service's "API key is required."
     api_key: str | None = None
 
 
@@ -116,9 +117,13 @@ def list_user_provider_configs():
 @access("user")
 @doc("Save the caller's key for a legacy provider", body=UserKeyBody, responses={200: out.UserProviderConfig})
 def put_user_provider_config(provider_id: str):
-    """Save the caller's key. :raise 403: BYOK off. :raise 400: disabled or not allowed."""
-    body, _ = parse_body(UserKeyBody)
-    config = legacy.set_user_key(actor(), provider_id, body.api_key)
+    """Save the caller's key. The body is parsed only when the service reaches the key rules,
+    so BYOK-off (403) and the provider checks come first.
+
+    :raise 403: BYOK off. :raise 400: malformed id, disabled or not allowed, bad body or key.
+    :raise 404: no such provider.
+    """
+    config = legacy.set_user_key(actor(), provider_id, lambda: parse_body(UserKeyBody)[0].api_key)
     return jsonify(user_config_dict(config))
 
 

@@ -21,7 +21,9 @@ Decisions where the SPEC is silent:
   plus any provider (disabled, or no longer allowing user keys) for which the caller still holds
   a key, so that it can be seen and removed. `has_central_api_key_fallback` is true when the
   provider falls back to its central key (the flag is on and a central key is stored, or the
-  provider is Bedrock).
+  provider is Bedrock). Key resolution uses the same rule (`central_key_available`), so a
+  Bedrock provider without a key whose central credential serves resolves as available with
+  `key_source: "provider"` and hands out `api_key: null` (AWS credentials of the chat backend).
 - `DELETE /user-provider-configs/{id}` is idempotent: 204 whether or not a key (or the provider)
   exists; allowed when BYOK is off or the provider is disabled.
 - Deleting a legacy provider removes its row, its ciphertext and every user's key for it (the
@@ -32,6 +34,7 @@ Decisions where the SPEC is silent:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +47,16 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import PROVIDER_TYPES, ChatModelConfig, ChatProvider, UserChatProviderKey
 from app.services import audit, secrets
-from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.base import (
+    Actor,
+    Page,
+    count,
+    is_unique_violation,
+    lock_active_user,
+    lock_one,
+    parse_uuid,
+    transaction,
+)
 from app.services.providers import TYPE_LABELS, clean_api_key, clean_base_url, clean_display_name
 
 NOT_FOUND = "Chat provider not found."
@@ -55,6 +67,7 @@ FALLBACK_NEEDS_USER = "Central API key fallback requires user API key to be enab
 KEY_REQUIRED = "API key is required when central API key is enabled."
 # Types that authenticate without a stored key (AWS credentials of the deployment).
 KEYLESS_TYPES = frozenset({"bedrock"})
+UNIQUE_USER_PROVIDER = "uq_user_chat_provider_keys_user_provider"
 
 FLAGS = ("central_api_key_enabled", "allow_user_api_key", "allow_central_api_key_fallback")
 UPDATABLE = ("display_name", "enabled", "base_url", *FLAGS, "api_key")
@@ -105,9 +118,20 @@ def has_api_key(provider: ChatProvider) -> bool:
     return provider.api_key_ciphertext is not None
 
 
+def central_key_available(provider: ChatProvider) -> bool:
+    """The provider's own credential can serve requests: a stored central key, or none needed
+    (Bedrock signs its requests with the AWS credentials configured in the chat backend).
+
+    The one rule behind both `has_central_api_key_fallback` here and key resolution
+    (`app.services.resolution`), so the two never disagree. Whether the central credential is
+    used at all is the credential flags' business (`central_api_key_enabled`, the fallback).
+    """
+    return has_api_key(provider) or provider.provider in KEYLESS_TYPES
+
+
 def uses_central_fallback(provider: ChatProvider) -> bool:
     """Users without a key of their own are served by the central key."""
-    return provider.allow_central_api_key_fallback and (has_api_key(provider) or provider.provider in KEYLESS_TYPES)
+    return provider.allow_central_api_key_fallback and central_key_available(provider)
 
 
 def byok_allowed() -> bool:
@@ -318,19 +342,32 @@ def list_user_configs(user_id: uuid.UUID, page: Page = Page()) -> tuple[list[Use
     return [UserProviderConfig(p, bool(k)) for p, k in rows], total
 
 
-def set_user_key(actor: Actor, provider_id: Any, api_key: Any) -> UserProviderConfig:
+def set_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], Any]) -> UserProviderConfig:
     """Save the caller's own key for a legacy provider (upsert: the row keeps its id and
-    created_at). The provider is read under a shared lock in the same transaction.
+    created_at).
 
     Checks, in order: BYOK off 403 "BYOK is disabled."; malformed id; missing 404; disabled 400
     "Provider is disabled."; user keys not allowed 400 "Provider does not allow user API keys.";
-    then the key rules (trim, empty, 10240 bytes).
+    then the key rules (trim, empty, 10240 bytes). `api_key` may be a zero-argument callable
+    returning the raw value: the JSON route passes its body parser, so that errors in the body
+    come at the key-rules step and never before the checks above (as for BYOK keys).
+
+    In one transaction, as `user_keys.upsert_user_key`: the caller's user row is locked first,
+    while the user is active (`lock_active_user`: a save racing the caller's deactivation is
+    either deleted by it or refused with 401), then the provider is read under a shared lock (a
+    concurrent provider deletion either waits or is waited for). Should another writer insert
+    the same (user, provider) first, its row is updated instead.
+
+    :raise Forbidden: BYOK off. :raise InvalidInput: malformed id, disabled provider, user keys
+        not allowed, bad key. :raise NotFound: no such provider. :raise Unauthorized: the caller
+        was deactivated.
     """
     user = _caller(actor)
     if not byok_allowed():
         raise Forbidden("BYOK is disabled.")
     pid = parse_uuid(provider_id)
     with transaction():
+        lock_active_user(user.id)
         provider = lock_one(_by_id(pid), shared=True)
         if provider is None:
             raise NotFound(NOT_FOUND)
@@ -338,7 +375,7 @@ def set_user_key(actor: Actor, provider_id: Any, api_key: Any) -> UserProviderCo
             raise InvalidInput("Provider is disabled.")
         if not provider.allow_user_api_key:
             raise InvalidInput("Provider does not allow user API keys.")
-        plaintext = clean_api_key(api_key)
+        plaintext = clean_api_key(api_key() if callable(api_key) else api_key)
         row = _user_key_row(user.id, pid)
         created = row is None
         if created:
@@ -349,10 +386,12 @@ def set_user_key(actor: Actor, provider_id: Any, api_key: Any) -> UserProviderCo
                     db.session.add(row)
                     db.session.flush()
             except IntegrityError as error:
-                if not is_unique_violation(error, "uq_user_chat_provider_keys_user_provider"):
+                if not is_unique_violation(error, UNIQUE_USER_PROVIDER):
                     raise
-                # A concurrent first save by the same user won the insert: update that row.
+                # Another writer inserted this (user, provider) first: update its row instead.
                 created, row = False, _user_key_row(user.id, pid)
+                if row is None:  # and deleted it again in between: let the request fail, not guess
+                    raise
         if not created:
             secrets.seal(row, plaintext)
             row.updated_at = utcnow()
@@ -378,8 +417,10 @@ def delete_user_key(actor: Actor, provider_id: Any) -> bool:
 
 
 def _user_key_row(user_id: uuid.UUID, provider_id: uuid.UUID) -> UserChatProviderKey | None:
+    # Locked reads refresh the object from the row rather than reuse a copy loaded earlier.
     return lock_one(sa.select(UserChatProviderKey).where(UserChatProviderKey.user_id == user_id,
-                                                         UserChatProviderKey.chat_provider_id == provider_id))
+                                                         UserChatProviderKey.chat_provider_id == provider_id)
+                    .execution_options(populate_existing=True))
 
 
 def _caller(actor: Actor):
