@@ -25,21 +25,33 @@ def parse_body(schema: type[M]) -> tuple[M, set[str]]:
 
     :raise InvalidInput: not a JSON object, an unknown field, or a field of the wrong type.
     """
-    data = request.get_json(silent=True, force=True) if request.data else None
-    if not isinstance(data, dict):
+    if not request.data:  # empty, or a form (Werkzeug parses those into request.form)
         raise InvalidInput("Request body must be valid JSON.")
     try:
-        # Validated as JSON, still strict: a UUID, datetime or enum field takes its JSON string,
-        # while "5" is no integer and 1 is no boolean.
+        # Decoded once, by pydantic, and validated as JSON, still strict: a UUID, datetime or enum
+        # field takes its JSON string, while "5" is no integer and 1 is no boolean.
         model = schema.model_validate_json(request.get_data())
     except ValidationError as error:
+        if not _is_json_object():
+            raise InvalidInput("Request body must be valid JSON.") from None
         validations = []
         for item in error.errors():
             field = ".".join(str(p) for p in item["loc"]) or "body"
             detail = "Unknown field." if item["type"] == "extra_forbidden" else item["msg"]
             validations.append(Validation(field, detail))
         raise InvalidInput("Invalid request body.", validations=validations) from None
-    return model, set(data)
+    # extra="forbid" and no aliases: the fields set are exactly the keys that were sent.
+    return model, set(model.model_fields_set)
+
+
+def _is_json_object() -> bool:
+    """Whether the body is a JSON object to Flask's decoder (any content type). Asked only once
+    validation has failed, to tell a body that is no JSON object from one with a bad field (a
+    lone surrogate escape, which pydantic refuses, is the latter)."""
+    try:
+        return isinstance(request.get_json(silent=True, force=True), dict)
+    except RecursionError:  # nested deeper than the decoder goes: it was a 500
+        return False
 
 
 LIMIT_MAX = 1000
