@@ -65,11 +65,6 @@ class Conflict(DomainError):
     default_message = "Conflict."
 
 
-class RateLimited(DomainError):
-    status = 429
-    default_message = "Too many requests."
-
-
 class Unavailable(DomainError):
     status = 503
     default_message = "Service temporarily unavailable."

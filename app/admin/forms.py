@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from app.web.forms import choices
@@ -21,7 +21,3 @@ class AuditFilterForm(FlaskForm):
     action = StringField("Action", validators=[Optional(), Length(max=64)])
     resource_type = StringField("Resource type", validators=[Optional(), Length(max=64)])
     resource_id = StringField("Resource id", validators=[Optional(), Length(max=64)])
-
-
-class ConfirmForm(FlaskForm):
-    confirm = BooleanField("I understand", default=False)

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, StringField
+from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 
@@ -13,7 +13,3 @@ class PasswordChangeForm(FlaskForm):
     new_password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)],
                                  description="At least 12 characters. Your other sessions will be signed out.")
     confirm = PasswordField("Repeat new password", validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])
-
-
-class ConfirmForm(FlaskForm):
-    confirm = BooleanField("I understand")
