@@ -370,3 +370,81 @@ def test_resolve_many_matches_resolve(app, member):
     assert batch == single
     assert [(r.key_source, r.reason) for r in batch] == [
         ("provider", None), ("user", None), (None, "user_api_key_required"), (None, "model_disabled")]
+
+
+# --- legacy: one rule with /user-provider-configs ---------------------------------------------
+
+
+def make_blank_legacy(app, provider, **flags):
+    """A legacy provider as `POST /providers` makes it without a display name (or a key)."""
+    from app.services import legacy
+    from app.services.base import Actor
+
+    with app.app_context():
+        return legacy.create_provider(Actor.system("test"), provider=provider, **flags).id
+
+
+def test_a_legacy_provider_without_display_name_shows_the_type_label(app, member_api):
+    """The same name as /providers and /user-provider-configs show ("AWS Bedrock"), not the type."""
+    lpid = make_blank_legacy(app, "bedrock")
+    cid = make_config(app, provider="bedrock", model="titan")
+    body = resolution_of(member_api, cid)
+    assert body["provider"] == {"id": str(lpid), "type": "bedrock", "name": "bedrock", "display_name": "AWS Bedrock",
+                                "enabled": True}
+
+
+BEDROCK_TABLE = [
+    # central, user, fallback, user key, BYOK, key_source, reason
+    (True, False, False, False, True, "provider", None),
+    (True, False, False, False, False, "provider", None),
+    (True, True, True, False, True, "provider", None),  # the fallback: AWS credentials
+    (True, True, True, True, True, "user", None),
+    (True, True, True, True, False, "provider", None),
+    (True, True, False, False, True, None, "user_api_key_required"),  # the central credential is not used
+    (False, True, False, False, True, None, "user_api_key_required"),
+    (False, True, False, True, True, "user", None),
+]
+
+
+@pytest.mark.parametrize(("central", "user", "fallback", "has_user_key", "byok", "key_source", "reason"),
+                         BEDROCK_TABLE)
+def test_a_keyless_legacy_bedrock_provider_is_served_by_its_aws_credentials(
+        app, member, member_api, central, user, fallback, has_user_key, byok, key_source, reason):
+    """Bedrock needs no stored key: where its central credential is used, the resolution is
+    available from the provider and the hand-out carries no key (the chat backend signs with
+    its AWS credentials). /user-provider-configs says the same (has_central_api_key_fallback)."""
+    user_key = new_key("bedrock-user")
+    lpid = make_blank_legacy(app, "bedrock", central_api_key_enabled=central, allow_user_api_key=user,
+                             allow_central_api_key_fallback=fallback)
+    cid = make_config(app, provider="bedrock", model="titan")
+    if has_user_key:
+        give_legacy_user_key(app, member, lpid, user_key)
+    app.config["ALLOW_BYOK"] = byok
+
+    body = resolution_of(member_api, cid)
+    assert (body["key_source"], body["available"], body["reason"]) == (key_source, key_source is not None, reason)
+    resolution, key = hand_out(app, member, cid)
+    assert (resolution.key_source, key) == (key_source, user_key if key_source == "user" else None)
+
+
+@pytest.mark.parametrize("provider", ["bedrock", "anthropic"])
+@pytest.mark.parametrize("has_central_key", [True, False])
+def test_resolution_agrees_with_the_central_key_fallback_users_are_shown(app, member_api, provider, has_central_key):
+    """A user without a key of their own is told `has_central_api_key_fallback`; the resolution
+    for that user is available from the provider exactly then."""
+    if provider == "anthropic" and not has_central_key:
+        flags = {"central_api_key_enabled": False, "allow_user_api_key": True}  # no central key allowed
+    else:
+        flags = {"allow_user_api_key": True, "allow_central_api_key_fallback": True}
+    from app.services import legacy
+    from app.services.base import Actor
+
+    with app.app_context():
+        legacy.create_provider(Actor.system("test"), provider=provider,
+                               api_key=new_key("central") if has_central_key else None, **flags)
+    cid = make_config(app, provider=provider, model="m")
+    (shown,) = member_api.get("/user-provider-configs").get_json()
+    body = resolution_of(member_api, cid)
+    assert body["available"] is shown["has_central_api_key_fallback"]
+    assert body["key_source"] == ("provider" if shown["has_central_api_key_fallback"] else None)
+    assert body["provider"]["display_name"] == shown["display_name"]

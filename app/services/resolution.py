@@ -17,24 +17,36 @@ Rules, in order:
 
 A legacy config (no `ai_provider_id`) is served by the legacy chat provider of its type: the
 provider's key is that row's `api_key` (central key), a user's key is their
-`user_chat_provider_keys` row. A legacy provider appears in the summary with its type as name.
+`user_chat_provider_keys` row. A legacy provider appears in the summary with its type as name
+and the display name `/providers` shows (`legacy.display_name`: the type's label when empty).
 A deleted provider appears as `provider: null`; a disabled one with `enabled: false`.
 
+Keyless legacy providers: whether a legacy provider's own credential can serve is
+`legacy.central_key_available`, the rule `/user-provider-configs` also answers with. AWS
+Bedrock needs no stored key (its requests are signed with the AWS credentials configured in the
+chat backend), so a Bedrock provider whose central credential is in use resolves as available
+with `key_source: "provider"`, and POST /credentials hands out `api_key: null` for it: the
+caller uses its own AWS credentials. A key stored anyway is handed out as usual.
+
 Hand-outs: an unknown or deactivated user is 404 "User not found." (deactivation is a soft
-delete; a deactivated user's keys are already gone and nobody may act for them). Every hand-out
-call, refused ones included, writes a `credentials.hand_out` audit event, never with the key.
+delete; a deactivated user's keys are already gone and nobody may act for them). A stored key
+that cannot be decrypted with the configured keys is 409 (`UNREADABLE_KEY`, the message key
+tests answer). Every hand-out call, refused ones included (malformed ids, unknown user or
+config, unreadable key), writes a `credentials.hand_out` audit event, never with the key.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 
-from app.errors import NotFound
+from app.crypto import DecryptionError
+from app.errors import Conflict, DomainError, NotFound
 from app.extensions import db
 from app.models import (
     AIProvider,
@@ -47,11 +59,15 @@ from app.models import (
 )
 from app.services import audit, secrets
 from app.services.base import Actor, parse_uuid, transaction
+from app.services.legacy import central_key_available, display_name
 from app.services.model_configs import CONFIG_NOT_FOUND, enabled_set_query, get_config
 
 KEY_SOURCES = ("user", "provider")
 REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled")
 USER_NOT_FOUND = "User not found."
+# The same answer as a key test of an unreadable key (app.services.key_testing).
+UNREADABLE_KEY = "The stored key could not be decrypted."
+UNREADABLE_KEY_DETAIL = "Run `flask --app wsgi dbcrypt verify` to find unreadable keys."
 
 
 @dataclass(frozen=True)
@@ -177,7 +193,7 @@ def _resolve_rows(
             ref = _legacy_ref(legacy)
             usable = legacy is not None and legacy.id in serving_legacy
             user_key = legacy_user_keys.get(legacy.id) if legacy is not None else None
-            provider_key = legacy if usable and legacy.api_key_ciphertext is not None else None
+            provider_key = legacy if usable and central_key_available(legacy) else None
         results.append(_resolve_one(config, ref, usable, user_key, provider_key, byok))
     return results
 
@@ -204,7 +220,7 @@ def _legacy_ref(chat_provider: ChatProvider | None) -> ProviderRef | None:
     if chat_provider is None:
         return None
     return ProviderRef(chat_provider.id, chat_provider.provider, chat_provider.provider,
-                       chat_provider.display_name or chat_provider.provider, chat_provider.enabled,
+                       display_name(chat_provider), chat_provider.enabled,
                        legacy_key_policy(chat_provider), chat_provider.base_url, legacy=True)
 
 
@@ -223,40 +239,85 @@ def _oldest_keys(provider_ids: set[uuid.UUID]) -> dict[uuid.UUID, AIProviderKey]
 
 
 def hand_out_credentials(actor: Actor, user_id: Any, model_config_id: Any) -> tuple[Resolution, str | None]:
-    """The resolution of a config for a user plus the decrypted key when available.
+    """The resolution of a config for a user plus the decrypted key when available (None for a
+    keyless provider, see the module docstring).
 
-    Writes a `credentials.hand_out` audit event for every call (with user id, config id,
-    key_source, available and reason; never the key), refused calls included.
+    Every call writes a `credentials.hand_out` audit event (user id, config id, key_source,
+    available and reason; never the key), refused calls included: a refusal is recorded with
+    `available: false`, `refused` (the message answered) and as `reason` why it was refused
+    ("invalid_request", "user_not_found", "config_not_found" or "unreadable_key"). Ids that are
+    not UUIDs are recorded as sent (at most 64 characters) so the event shows what was asked for.
 
     :raise InvalidInput: malformed ids. :raise NotFound: "User not found." (unknown or
         deactivated user), "Chat model config not found." (missing or deleted config).
+    :raise Conflict: UNREADABLE_KEY, the stored key cannot be decrypted with the configured keys.
     """
-    uid = parse_uuid(user_id, "Invalid user ID.", field="user_id")
-    cid = parse_uuid(model_config_id, "Invalid model config ID.", field="model_config_id")
-    refused: NotFound | None = None
+    return _hand_out(actor, lambda: (user_id, model_config_id))
+
+
+def hand_out_request(actor: Actor, parse: Callable[[], tuple[Any, Any]]) -> tuple[Resolution, str | None]:
+    """`hand_out_credentials` for a request body parsed inside the audited path: `parse()` returns
+    (user_id, model_config_id) or raises (a body that is not JSON, an unknown field...); such a
+    refusal is audited like any other, with reason "invalid_request".
+    """
+    return _hand_out(actor, parse)
+
+
+def _hand_out(actor: Actor, parse: Callable[[], tuple[Any, Any]]) -> tuple[Resolution, str | None]:
+    refused: DomainError | None = None
+    reason: str | None = None
     resolution: Resolution | None = None
     api_key: str | None = None
+    raw_user: Any = None
+    raw_config: Any = None
+    uid: uuid.UUID | None = None
+    cid: uuid.UUID | None = None
     with transaction():
-        user = db.session.execute(sa.select(User).where(User.id == uid)).scalar_one_or_none()
-        config = db.session.execute(
-            sa.select(ChatModelConfig).where(ChatModelConfig.id == cid, ChatModelConfig.deleted.is_(False))
-        ).scalar_one_or_none()
-        if user is None or not user.active:
-            refused = NotFound(USER_NOT_FOUND)
-        elif config is None:
-            refused = NotFound(CONFIG_NOT_FOUND)
-        else:
-            resolution = resolve_many(user, [config])[0]
-            if resolution.available:
-                api_key = secrets.open_secret(resolution.key_row)
+        try:
+            raw_user, raw_config = parse()
+            uid = parse_uuid(raw_user, "Invalid user ID.", field="user_id")
+            cid = parse_uuid(raw_config, "Invalid model config ID.", field="model_config_id")
+        except DomainError as error:
+            refused, reason = error, "invalid_request"
+        if refused is None:
+            user = db.session.execute(sa.select(User).where(User.id == uid)).scalar_one_or_none()
+            config = db.session.execute(
+                sa.select(ChatModelConfig).where(ChatModelConfig.id == cid, ChatModelConfig.deleted.is_(False))
+            ).scalar_one_or_none()
+            if user is None or not user.active:
+                refused, reason = NotFound(USER_NOT_FOUND), "user_not_found"
+            elif config is None:
+                refused, reason = NotFound(CONFIG_NOT_FOUND), "config_not_found"
+            else:
+                resolution = resolve_many(user, [config])[0]
+                if resolution.available:
+                    try:
+                        api_key = _open_key(resolution.key_row)
+                    except DecryptionError:
+                        refused, reason = Conflict(UNREADABLE_KEY, detail=UNREADABLE_KEY_DETAIL), "unreadable_key"
         audit.record(
             actor, "credentials.hand_out", "chat_model_config", cid,
-            user_id=uid, model_config_id=cid,
+            user_id=uid if uid is not None else _as_sent(raw_user),
+            model_config_id=cid if cid is not None else _as_sent(raw_config),
             key_source=resolution.key_source if resolution else None,
-            available=resolution.available if resolution else False,
-            reason=resolution.reason if resolution else None,
+            available=resolution.available if resolution and refused is None else False,
+            reason=reason if refused else resolution.reason,
             **({"refused": refused.message} if refused else {}),
         )
     if refused is not None:
         raise refused
     return resolution, api_key
+
+
+def _open_key(row: Any) -> str | None:
+    """The plaintext of the row that serves; None for a keyless legacy provider (Bedrock)."""
+    if isinstance(row, ChatProvider) and row.api_key_ciphertext is None:
+        return None
+    return secrets.open_secret(row)
+
+
+def _as_sent(value: Any) -> str | None:
+    """A malformed id as the audit event records it: a string of at most 64 characters."""
+    if value is None:
+        return None
+    return (value if isinstance(value, str) else repr(value))[:64]
