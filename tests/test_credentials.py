@@ -202,3 +202,86 @@ def test_user_tokens_and_sessions_cannot_get_credentials(app, admin_api, member_
     assert session_api.post("/credentials", json=body).status_code == 403
     assert anon_api.post("/credentials", json=body).status_code == 401
     assert hand_out_events(app) == []
+
+
+# --- every call is audited, refused ones included ----------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"user_id": "nope", "model_config_id": "also-nope"}, "Invalid user ID."),
+    ({"user_id": str(uuid.uuid4()), "model_config_id": "nope"}, "Invalid model config ID."),
+    ({"model_config_id": str(uuid.uuid4())}, "Invalid request body."),
+    ({"user_id": str(uuid.uuid4()), "model_config_id": str(uuid.uuid4()), "api_key": "x"}, "Invalid request body."),
+    ({"user_id": 5, "model_config_id": str(uuid.uuid4())}, "Invalid request body."),
+    ("not an object", "Request body must be valid JSON."),
+])
+def test_refused_requests_are_audited_too(app, service_api, body, message):
+    response = service_api.post("/credentials", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["message"] == message
+    (event,) = hand_out_events(app)
+    assert event.details["available"] is False
+    assert (event.details["reason"], event.details["refused"]) == ("invalid_request", message)
+    assert event.actor_label.startswith("service token")
+
+
+def test_a_malformed_id_is_recorded_as_sent(app, service_api):
+    config_id = str(uuid.uuid4())
+    service_api.post("/credentials", json={"user_id": "not-a-uuid", "model_config_id": config_id})
+    (event,) = hand_out_events(app)
+    assert (event.details["user_id"], event.details["model_config_id"]) == ("not-a-uuid", config_id)
+    service_api.post("/credentials", json={"user_id": str(uuid.uuid4()), "model_config_id": "x" * 500})
+    assert len(hand_out_events(app)[1].details["model_config_id"]) == 64
+
+
+def test_a_body_that_is_not_json_is_audited(app, service_api):
+    response = service_api.post("/credentials", data="{nope", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    (event,) = hand_out_events(app)
+    assert event.details["reason"] == "invalid_request" and event.resource_id is None
+
+
+def test_an_unreadable_key_is_409_and_audited_without_a_500(app, service_api, member, caplog):
+    """A stored key that no configured key decrypts (tampered, or its encryption key removed):
+    the same answer as a key test of it, and the refusal is in the audit log."""
+    from app.extensions import db
+    from app.models import AIProviderKey
+
+    key = new_key("unreadable")
+    pid = make_provider(app, keys=[key])
+    cid = make_config(app, pid)
+    with app.app_context():
+        row = db.session.execute(sa.select(AIProviderKey)).scalar_one()
+        row.ciphertext = bytes(reversed(row.ciphertext))
+        db.session.commit()
+
+    response = service_api.post("/credentials", json={"user_id": str(member.id), "model_config_id": str(cid)})
+    assert response.status_code == 409
+    assert response.get_json() == {"message": "The stored key could not be decrypted.",
+                                   "detail": "Run `flask --app wsgi dbcrypt verify` to find unreadable keys."}
+    (event,) = hand_out_events(app)
+    assert event.details == {"user_id": str(member.id), "model_config_id": str(cid), "key_source": "provider",
+                             "available": False, "reason": "unreadable_key",
+                             "refused": "The stored key could not be decrypted."}
+    assert key not in all_audit_text(app) and key not in caplog.text
+
+
+def test_a_keyless_legacy_bedrock_provider_hands_out_no_key(app, service_api, member):
+    """Bedrock signs with the AWS credentials of the chat backend: available, from the provider,
+    and `api_key` null."""
+    from app.services import legacy, model_configs
+    from app.services.base import Actor
+
+    with app.app_context():
+        lpid = legacy.create_provider(Actor.system("test"), provider="bedrock").id
+        cid = model_configs.create_config(Actor.system("test"), provider="bedrock", model="titan").id
+    response = service_api.post("/credentials", json={"user_id": str(member.id), "model_config_id": str(cid)})
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "model_config_id": str(cid),
+        "provider": {"id": str(lpid), "type": "bedrock", "name": "bedrock", "display_name": "AWS Bedrock",
+                     "enabled": True},
+        "base_url": "", "key_source": "provider", "available": True, "reason": None, "api_key": None,
+    }
+    (event,) = hand_out_events(app)
+    assert (event.details["available"], event.details["key_source"]) == (True, "provider")

@@ -146,9 +146,23 @@ def get_model_config_resolution(config_id: str):
 
 @bp.post("/credentials")
 @access("service")
-@doc("Hand out credentials for a user", body=CredentialsRequest, responses={200: out.Credentials}, errors=(404,))
+@doc("Hand out credentials for a user", body=CredentialsRequest, responses={200: out.Credentials},
+     errors=(404, 409))
 def hand_out_credentials():
-    """Service tokens only: the resolution for a user plus the key in plaintext (audited)."""
-    body, _ = parse_body(CredentialsRequest)
-    resolution, api_key = resolution_service.hand_out_credentials(actor(), body.user_id, body.model_config_id)
+    """Service tokens only: the resolution for a user plus the key in plaintext. Every call is
+    audited, refused ones included: the body is parsed inside the audited transaction.
+
+    `api_key` is null when no key is available, and for a legacy AWS Bedrock provider served by
+    its central credential (`key_source: "provider"`): Bedrock uses the AWS credentials
+    configured in the chat backend.
+
+    :raise 400: a bad body or malformed id. :raise 404: unknown or deactivated user, unknown
+    config. :raise 409: the stored key cannot be decrypted with the configured keys.
+    """
+    resolution, api_key = resolution_service.hand_out_request(actor(), _credentials_request)
     return jsonify({**resolution_dict(resolution), "api_key": api_key})
+
+
+def _credentials_request() -> tuple[str, str]:
+    body, _ = parse_body(CredentialsRequest)
+    return body.user_id, body.model_config_id
