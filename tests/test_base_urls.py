@@ -1,6 +1,7 @@
 """The provider base-URL policy (SPEC section 4): normalisation and SSRF refusal.
 
-Pure unit tests of app.services.base_urls: no app, no database, no network.
+Unit tests of app.services.base_urls (no app, no database, no network), and at the end the one
+rule a user meets through the API and the admin form: a base URL with a query string is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.services.base_urls import (
     PERCENT_HOST,
     PRIVATE,
     PRIVATE_NETWORKS,
+    QUERY,
     SCHEME,
     TOO_LONG,
     USERINFO,
@@ -36,6 +38,7 @@ from app.services.base_urls import (
 
 ALLOW_LOCAL = "localhost,10.0.0.0/8"
 ALLOW_EVERYTHING = "0.0.0.0/0,::/0,localhost,metadata,metadata.google.internal,instance-data"
+QUERY_DETAIL = "Remove the query string: put keys in the key field, not in the URL."
 
 
 def refusal(url: str, allowlist: str = "") -> InvalidInput:
@@ -171,6 +174,14 @@ HOSTILE = [
     # Fragments.
     ("https://api.openai.com/v1#frag", FRAGMENT),
     ("https://api.openai.com#@127.0.0.1", FRAGMENT),
+    # A query string: a key put there would be shown wherever the base URL is.
+    ("https://gw.example.com/v1?api-key=not-a-real-key", QUERY),
+    ("https://gw.example.com?key=abc", QUERY),
+    ("https://gw.example.com:8443/v1/?a=1&b=2", QUERY),
+    ("https://res.openai.azure.com/openai?api-version=2024-10-21", QUERY),
+    ("https://res.openai.azure.com/openai/?api-version=2024-10-21", QUERY),
+    ("https://openrouter.ai/api/v1?", QUERY),
+    ("https://gw.example.com?", QUERY),
     # Other schemes and relative URLs.
     ("ftp://api.openai.com", SCHEME),
     ("file:///etc/passwd", SCHEME),
@@ -247,11 +258,8 @@ def test_metadata_and_link_local_stay_refused_whatever_the_allowlist(url, detail
     ("  https://api.anthropic.com/v1//  ", "https://api.anthropic.com/v1"),
     ("https://api.openai.com:443/v1", "https://api.openai.com:443/v1"),
     ("https://api.openai.com:0443/v1", "https://api.openai.com:443/v1"),
-    ("https://res.openai.azure.com/openai?api-version=2024-10-21",
-     "https://res.openai.azure.com/openai?api-version=2024-10-21"),
-    ("https://res.openai.azure.com/openai/?api-version=2024-10-21",
-     "https://res.openai.azure.com/openai?api-version=2024-10-21"),
-    ("https://openrouter.ai/api/v1?", "https://openrouter.ai/api/v1"),
+    ("https://res.openai.azure.com/openai", "https://res.openai.azure.com/openai"),
+    ("https://gw.example.com/v1%3Fkey=1", "https://gw.example.com/v1%3Fkey=1"),  # an encoded "?" is path
     ("https://api.openai.com./v1", "https://api.openai.com/v1"),
     ("https://gateway.ai.example.com/My/Path", "https://gateway.ai.example.com/My/Path"),
     ("https://xn--bcher-kva.example/v1", "https://xn--bcher-kva.example/v1"),
@@ -272,6 +280,23 @@ def test_metadata_and_link_local_stay_refused_whatever_the_allowlist(url, detail
 ])
 def test_public_urls_are_accepted_and_normalised(raw, expected):
     assert normalize_base_url(raw) == expected
+
+
+def test_the_query_detail_says_where_keys_go():
+    assert refusal("https://gw.example.com/v1?api-key=abc").to_dict() == {
+        "message": "Invalid provider base URL.", "detail": QUERY_DETAIL}
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("https://API.example.com/v1/models?limit=1", "https://api.example.com/v1/models?limit=1"),
+    ("https://res.openai.azure.com/openai/models?api-version=2024-10-21",
+     "https://res.openai.azure.com/openai/models?api-version=2024-10-21"),
+    ("https://gw.example.com/v1/models?", "https://gw.example.com/v1/models"),
+])
+def test_request_urls_of_the_outbound_client_keep_their_query(raw, expected):
+    """The outbound client checks a call's full URL (its own query included) against the policy."""
+    assert normalize_base_url(raw, allow_query=True) == expected
+    assert refusal(raw).detail == QUERY
 
 
 def test_the_length_limit_is_2048_characters():
@@ -462,3 +487,29 @@ def _outcome(url: str) -> str:
         return normalize_base_url(url)
     except InvalidInput as error:
         return f"refused: {error.detail}"
+
+
+# --- through the API and the admin form -------------------------------------------------------
+
+
+def test_a_base_url_with_a_query_string_is_refused_by_the_api_and_the_form(app, client, admin, admin_api):
+    from tests.support import login, post_form
+
+    url = "https://gw.example.com/v1?api-key=not-a-real-key"
+    response = admin_api.post("/ai-providers", json={"type": "openai", "name": "gateway", "base_url": url})
+    assert response.status_code == 400
+    assert response.get_json() == {"message": "Invalid provider base URL.", "detail": QUERY_DETAIL}
+    created = admin_api.post("/ai-providers", json={"type": "azure", "name": "azure-eu",
+                                                    "base_url": "https://res.openai.azure.com"})
+    assert created.status_code == 201
+    patched = admin_api.patch(f"/ai-providers/{created.get_json()['id']}",
+                              json={"base_url": "https://res.openai.azure.com/openai?api-version=2024-10-21"})
+    assert patched.status_code == 400
+    assert patched.get_json()["detail"] == QUERY_DETAIL
+
+    login(client, admin.email)
+    page = post_form(client, "/admin/providers/new", {"type": "openai", "name": "gateway", "base_url": url,
+                                                       "key_policy": "provider_only", "enabled": "y"})
+    assert page.status_code == 400
+    assert QUERY_DETAIL in page.get_data(as_text=True)
+    assert [p["name"] for p in admin_api.get("/ai-providers").get_json()] == ["azure-eu"]

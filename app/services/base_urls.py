@@ -1,5 +1,7 @@
 """The base-URL policy for providers (SPEC section 4): normalisation and SSRF refusal.
 
+Base URLs carry no query string (a key put there would be shown wherever the URL is).
+
 Used by provider create/update, and by the outbound HTTP client (through `is_blocked_ip` and
 `parse_allowlist`) so that both refuse the same addresses.
 
@@ -84,6 +86,7 @@ CONTROL = "URLs cannot contain spaces or control characters."
 BACKSLASH = "URLs cannot contain backslashes."
 USERINFO = "URLs cannot contain a user name or password."
 FRAGMENT = "URLs cannot contain a fragment (#)."
+QUERY = "Remove the query string: put keys in the key field, not in the URL."
 BAD_PORT = "The port must be a number from 1 to 65535."
 BAD_HOST = "The host is not a valid host name or IP address."
 NON_ASCII_HOST = "Use the ASCII (punycode) form of the host name."
@@ -140,11 +143,17 @@ def is_blocked_ip(ip: IPAddress | str, allowlist: Allowlist | str = "", *, host:
     return _ip_refusal(ipaddress.ip_address(ip), parse_allowlist(allowlist), host) is not None
 
 
-def normalize_base_url(raw: str | None, allowlist: str | Allowlist = "") -> str:
+def normalize_base_url(raw: str | None, allowlist: str | Allowlist = "", *, allow_query: bool = False) -> str:
     """Return the normalised base URL ('' means the type's default endpoint).
 
     Lowercases the scheme and host, writes IP addresses in their canonical form, drops the
-    trailing slash of the path and keeps the path and query as given.
+    trailing slash of the path and keeps the path as given.
+
+    A base URL may not have a query string (not even an empty `?`): a key put there
+    (`https://gw/v1?api-key=...`) would be shown to everyone who can see the provider, e.g. every
+    member through /resolution. Keys go in the key field; the calls that need query parameters
+    (Azure's `api-version`) add them themselves. `allow_query` is for the outbound client, which
+    checks full request URLs (base URL plus the call's own path and query) against the same policy.
 
     :raise InvalidInput: "Invalid provider base URL." with a detail saying why.
     """
@@ -155,7 +164,9 @@ def normalize_base_url(raw: str | None, allowlist: str | Allowlist = "") -> str:
     scheme, authority, rest = _split(value)
     host, port = _split_authority(authority)
     host_text = _check_host(host, parse_allowlist(allowlist))
-    path, _, query = rest.partition("?")
+    path, has_query, query = rest.partition("?")
+    if has_query and not allow_query:
+        raise _fail(QUERY)
     url = f"{scheme}://{host_text}" + (f":{port}" if port else "") + path.rstrip("/")
     return url + (f"?{query}" if query else "")
 

@@ -231,7 +231,7 @@ def _check_headers(headers: Mapping[str, str]) -> None:
 
 def _target(url: str, allowed: Allowlist) -> _Target:
     try:
-        normalized = normalize_base_url(url, allowed)
+        normalized = normalize_base_url(url, allowed, allow_query=True)  # a request URL: its query is the call's own
     except InvalidInput as error:
         raise OutboundError("unreachable", f"The provider's base URL is not allowed. {error.detail or ''}".strip()) from None
     if not normalized:
