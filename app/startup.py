@@ -49,8 +49,7 @@ class _DeferredCheck:
 
 
 def _defer_key_check(app: Flask) -> None:
-    state = _DeferredCheck()
-    app.extensions["switchboard.deferred_key_check"] = state
+    state = _DeferredCheck()  # held by the hook below, its only reader
 
     @app.before_request
     def check_keys_once_reachable() -> None:
