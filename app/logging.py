@@ -116,6 +116,29 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class UnlessWrittenAbove(logging.Filter):
+    """On the app logger's own handler: let a record through only when no handler above the
+    logger (the root's, reached by propagation) writes it, so each line is written once.
+
+    Asked at every record, as handlers come and go (pytest adds its own to the root for a test):
+    under gunicorn or `flask run` the root has none and the app's handler writes the line with
+    its request id; where the root is configured (logging.basicConfig, a dictConfig with a root
+    handler, pytest's caplog), the root's handlers write it.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        above = self.logger.parent if self.logger.propagate else None
+        while above is not None:
+            if any(record.levelno >= handler.level for handler in above.handlers):
+                return False
+            above = above.parent if above.propagate else None
+        return True
+
+
 def install_redacting_record_factory() -> None:
     """Redact every log record of the process when it is created (idempotent)."""
     previous = logging.getLogRecordFactory()
@@ -135,11 +158,12 @@ def configure_logging(app: Flask) -> None:
     install_redacting_record_factory()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    handler.addFilter(UnlessWrittenAbove(app.logger))
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RedactingFilter())
     app.logger.handlers[:] = [handler]
     app.logger.setLevel(logging.INFO)
-    app.logger.propagate = True
+    app.logger.propagate = True  # root handlers (and pytest's caplog) see the app's records too
     # Handlers already on the root logger (gunicorn's, Werkzeug's) also mask `extra=` fields.
     for root_handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in root_handler.filters):
