@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import InvalidInput, NotFound, Unauthorized, Validation
+from app.errors import InvalidInput, Unauthorized, Validation
 from app.extensions import db
 from app.models import User
 
@@ -115,13 +115,6 @@ def lock_active_user(user_id: uuid.UUID) -> None:
     ).scalar_one_or_none()
     if locked is None:
         raise Unauthorized()
-
-
-def get_or_404(stmt: sa.Select, message: str) -> Any:
-    row = db.session.execute(stmt).scalar_one_or_none()
-    if row is None:
-        raise NotFound(message)
-    return row
 
 
 @dataclass(frozen=True)
