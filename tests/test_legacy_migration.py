@@ -325,6 +325,53 @@ def test_known_problems_fail_one_provider_and_the_others_go_on(app, seeded, runn
     assert len(rows(app, ChatProvider)) == len(LEGACY)  # the legacy rows stay
 
 
+@pytest.mark.parametrize("creator", ["same_transaction", pytest.param("other_connection", marks=pytest.mark.postgres_only)])
+def test_a_name_taken_after_the_check_fails_that_provider_only(app, seeded, creator):
+    """The `agents-<type>` check takes no lock: an AI provider of that name created between the
+    check and the insert hits the unique index. That fails this provider (as a taken name found
+    by the check does) and the others go on, instead of stopping the run.
+
+    The creation is injected at the moment the migration flushes its new provider: through the
+    migration's own connection (both databases; SQLite serialises writers, so this is the only
+    way to get there), or on PostgreSQL committed by another connection, as a concurrent admin
+    request would."""
+    from sqlalchemy.orm import Session
+
+    from app.extensions import db
+    from app.models import AIProvider, ChatModelConfig
+
+    injected: list[uuid.UUID] = []
+
+    def take_the_name(session, _context, _instances) -> None:
+        if injected or not any(isinstance(o, AIProvider) and o.name == "agents-openai" for o in session.new):
+            return
+        injected.append(uuid.uuid4())
+        row = {"id": injected[0], "type": "openai", "name": "agents-openai"}
+        if creator == "same_transaction":
+            session.connection().execute(sa.insert(AIProvider.__table__).values(**row))
+        else:
+            with db.engine.begin() as other:
+                other.execute(sa.insert(AIProvider.__table__).values(**row))
+
+    sa.event.listen(Session, "before_flush", take_the_name)
+    try:
+        summary = migrate(app)
+    finally:
+        sa.event.remove(Session, "before_flush", take_the_name)
+
+    assert injected, "the migration never flushed agents-openai"
+    assert [(o.provider, o.reason) for o in summary.failed] == [
+        ("openai", "the name agents-openai is taken by another AI provider")]
+    assert sorted(o.provider for o in summary.migrated) == sorted(set(LEGACY) - {"openai"})
+    migrated = {p.id for p in rows(app, AIProvider, AIProvider.name.startswith("agents-"))}
+    assert seeded.providers["openai"] not in migrated
+    assert seeded.providers["anthropic"] in migrated
+    configs = {c.id: c.ai_provider_id for c in rows(app, ChatModelConfig)}
+    assert configs[seeded.configs["gpt"]] is None  # openai's configs stay legacy, untouched
+    others = rows(app, AIProvider, AIProvider.name == "agents-openai")
+    assert [p.id for p in others] == ([injected[0]] if creator == "other_connection" else [])
+
+
 def test_migration_is_audited_without_keys(app, seeded):
     from app.models import AuditEvent
 

@@ -16,6 +16,8 @@ Decisions:
 - A live AI provider that already holds the name `agents-<type>` under another id (a legacy
   provider deleted and recreated after an earlier migration) or a stored key that cannot be
   decrypted fails that provider only; the others go on, and the summary says which failed.
+  The name is checked without a lock: one created at the same moment is caught by the unique
+  index when the new provider is flushed (in a savepoint), with the same outcome.
   Anything unexpected (a database error, say) stops the run with `MigrationStopped`, after the
   providers before it were committed.
 - The legacy rows are left in place (this is a copy); once migrated they no longer affect the
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from app.crypto import DecryptionError
 from app.db import utcnow
@@ -47,12 +50,13 @@ from app.models import (
     UserChatProviderKey,
 )
 from app.services import audit, secrets
-from app.services.base import Actor, lock_one, transaction
+from app.services.base import Actor, is_unique_violation, lock_one, transaction
 from app.services.legacy import display_name
 from app.services.providers import RESERVED_PREFIX
 from app.services.resolution import legacy_key_policy
 
 Status = Literal["migrated", "skipped", "failed"]
+NAME_INDEX = "uq_ai_providers_name_live"
 
 
 @dataclass
@@ -207,7 +211,7 @@ def _migrate_one(actor: Actor, legacy_id: uuid.UUID, dry_run: bool) -> ProviderO
         sa.select(AIProvider.id).where(AIProvider.name == name, AIProvider.deleted.is_(False))
     ).first()
     if taken is not None:
-        raise _Failed(f"the name {name} is taken by another AI provider")
+        raise _Failed(_name_taken(name))
 
     central_key = _open(legacy, "its central API key")
     user_keys = [(row, _open(row, "a user's API key")) for row in db.session.execute(
@@ -228,7 +232,7 @@ def _migrate_one(actor: Actor, legacy_id: uuid.UUID, dry_run: bool) -> ProviderO
         enabled=legacy.enabled, base_url=legacy.base_url, key_policy=outcome.key_policy,
     )
     db.session.add(provider)
-    db.session.flush()
+    _flush_provider(provider)
     if central_key is not None:
         key = AIProviderKey(id=uuid.uuid4(), provider_id=provider.id,
                             fingerprint=secrets.fingerprint(f"ai_provider:{provider.id}", central_key))
@@ -247,6 +251,23 @@ def _migrate_one(actor: Actor, legacy_id: uuid.UUID, dry_run: bool) -> ProviderO
                  key_policy=provider.key_policy, enabled=provider.enabled, copied_provider_key_count=outcome.provider_keys,
                  copied_user_key_count=outcome.user_keys, moved_model_config_count=outcome.model_configs)
     return outcome
+
+
+def _flush_provider(provider: AIProvider) -> None:
+    """Insert the new AI provider in a savepoint. The name check above takes no lock, so an AI
+    provider created with the same name meanwhile is caught here by the unique index: that
+    fails this provider only (its transaction is rolled back), not the whole run."""
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as error:
+        if is_unique_violation(error, NAME_INDEX):
+            raise _Failed(_name_taken(provider.name)) from None
+        raise
+
+
+def _name_taken(name: str) -> str:
+    return f"the name {name} is taken by another AI provider"
 
 
 def _n(number: int, noun: str) -> str:
