@@ -48,7 +48,9 @@ def test_check_text_returns_the_value_unchanged():
     assert check_text(" x ", "f", "Bad.", noun="Things") == " x "
 
 
-@pytest.mark.parametrize("bad", ["x\x00", "x\x1b[31m", LONE_SURROGATE])
+# In the middle: trimming would remove trailing ones (NEL, \x85, is whitespace to str.strip).
+# Lone surrogates are left out here: the JSON body parser may refuse them before any service.
+@pytest.mark.parametrize("bad", ["a\x00b", "a\x1b[31mb", "a\x85b"])
 def test_every_free_text_field_refuses_the_same_characters(app, admin_api, member_api, bad):
     """The rule lives once: provider display names and keys, user keys, model ids and display
     names, legacy display names and keys all refuse what the helper refuses (400, nothing stored)."""
