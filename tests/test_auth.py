@@ -502,6 +502,31 @@ def test_sign_in_hashes_outside_any_transaction_and_commits_once(app, client, me
         assert len(commits) == 1  # the audit event of the failure
 
 
+@pytest.mark.parametrize(("changed_to", "status"), [(PASSWORD, 302), (NEW_PASSWORD, 401)],
+                         ids=["same password rehashed meanwhile", "password changed meanwhile"])
+def test_a_hash_that_changes_during_the_check_is_checked_again(app, client, member, monkeypatch, changed_to, status):
+    from app.extensions import db
+    from app.models import User
+    from app.services import users
+    from app.services.passwords import hash_password
+
+    checked: list[str] = []
+
+    def verify_while_someone_changes_it(stored, password, _real=users.verify_password):
+        checked.append(stored)
+        if len(checked) == 1:  # another request changes the hash while this one checks it
+            with app.app_context():
+                db.session.execute(sa.update(User).where(User.id == member.id)
+                                   .values(password_hash=hash_password(changed_to)))
+                db.session.commit()
+        return _real(stored, password)
+
+    monkeypatch.setattr(users, "verify_password", verify_while_someone_changes_it)
+    assert login(client, member.email).status_code == status
+    assert len(checked) == 2 and checked[0] != checked[1]  # checked again against the new hash
+    assert signed_in(client) is (status == 302)
+
+
 def test_password_change_hashes_outside_any_transaction_and_commits_once(app, client, member, monkeypatch):
     login(client, member.email)
     token = get_csrf(client, "/settings/password")

@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import ApiToken, User, UserAIProviderKey, UserChatProviderKey, UserSession
 from app.services import audit
-from app.services.base import Actor, Page, count, lock_one, transaction
+from app.services.base import Actor, Page, count, transaction
 from app.services.passwords import (
     MAX_LENGTH,
     MIN_LENGTH,
@@ -146,7 +146,11 @@ def _read_password_hash(where: sa.ColumnElement[bool]) -> tuple[uuid.UUID, str] 
 def _lock_user_if_hash_is(user_id: uuid.UUID, verified_hash: str) -> User | None:
     """The user's row, locked, if its password hash is still the one just verified; None if the
     user is gone or the hash changed meanwhile (a password change, or another sign-in's upgrade)."""
-    user = lock_one(sa.select(User).where(User.id == user_id))
+    # FOR NO KEY UPDATE on PostgreSQL: it waits for (and is waited for by) a deactivation or
+    # another change of this user, while inserts that only reference the row stay free.
+    user = db.session.execute(
+        sa.select(User).where(User.id == user_id).with_for_update(key_share=True)
+    ).scalar_one_or_none()
     if user is None or user.password_hash != verified_hash:
         return None
     return user
