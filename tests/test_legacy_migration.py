@@ -1,5 +1,9 @@
 """`ai-providers migrate-legacy`: legacy chat providers become AI providers with the same id, and
-nobody notices (the enabled set and every user's resolution are the same before and after)."""
+nobody notices (the enabled set and every user's resolution are the same before and after).
+
+The seeded AWS Bedrock provider has its central credential on and no stored key: legacy
+resolution serves it with the chat backend's AWS credentials, but an AI provider needs a stored
+key (SPEC section 6), so the migration refuses it and it stays legacy, working as before."""
 
 from __future__ import annotations
 
@@ -32,6 +36,10 @@ LEGACY = {
               True, "provider_only"),
     "bedrock": ({}, False, "provider_only"),
 }
+KEYLESS = "bedrock"  # central credential on, no stored key: refused, stays legacy
+MIGRATABLE = sorted(set(LEGACY) - {KEYLESS})
+KEYLESS_REASON = ("it relies on the AWS credentials of the chat backend instead of a stored key; AI providers "
+                  "need a stored key: add one to the legacy provider first, or keep it as legacy")
 # config label: (type, model, extra columns)
 CONFIGS = {
     "gpt": ("openai", "gpt-4o", {"is_default": True}),
@@ -119,25 +127,6 @@ def observe(app, seeded: Seeded, byok: bool = True) -> dict:
         app.config["ALLOW_BYOK"] = True
 
 
-def after_migration(before: dict, seeded: Seeded) -> dict:
-    """What users see after the migration: the same as before, except for the keyless AWS Bedrock
-    provider. A legacy Bedrock provider needs no stored key (the chat backend's AWS credentials),
-    so its config resolves as available from the provider, with no key to hand out; the AI
-    provider it becomes follows the key rule of SPEC section 6 (the provider's oldest key, else
-    `missing_api_key`) and there is no key to copy. Known, and reported by the migration's
-    author: an administrator decides how AI providers of type bedrock should resolve."""
-    titan = seeded.configs["titan"]
-    expected = dict(before)
-    changed = 0
-    for name, seen in before.items():
-        if isinstance(name, tuple) and name[1] == titan and seen[4]:
-            assert seen[3:] == ("provider", True, None, None)
-            expected[name] = (*seen[:3], None, False, "missing_api_key", None)
-            changed += 1
-    assert changed == len(seeded.users)
-    return expected
-
-
 def snapshot(app) -> dict:
     """Every row of every table a migration could touch, to prove that nothing changed."""
     from app.extensions import db
@@ -188,17 +177,20 @@ def test_migration_copies_everything_and_users_notice_nothing(app, seeded, admin
 
     summary = migrate(app)
 
-    assert [o.provider for o in summary.migrated] == sorted(LEGACY)
-    assert (summary.provider_keys, summary.user_keys, summary.model_configs) == (4, 5, 8)
-    assert not summary.skipped and not summary.failed
-    assert observe(app, seeded) == after_migration(before, seeded)
-    assert observe(app, seeded, byok=False) == after_migration(before_without_byok, seeded)
+    assert [o.provider for o in summary.migrated] == MIGRATABLE
+    assert (summary.provider_keys, summary.user_keys, summary.model_configs) == (4, 5, 7)
+    assert not summary.skipped
+    assert [(o.provider, o.reason) for o in summary.failed] == [(KEYLESS, KEYLESS_REASON)]
+    assert observe(app, seeded) == before
+    assert observe(app, seeded, byok=False) == before_without_byok
 
     from app.models import AIProvider, AIProviderKey, ChatModelConfig, UserAIProviderKey
     from app.services import secrets
 
     by_id = {p.id: p for p in rows(app, AIProvider)}
-    for provider_type, (flags, _, policy) in LEGACY.items():
+    assert seeded.providers[KEYLESS] not in by_id
+    for provider_type in MIGRATABLE:
+        flags, _, policy = LEGACY[provider_type]
         provider = by_id[seeded.providers[provider_type]]
         assert provider.name == f"agents-{provider_type}"
         assert provider.type == provider_type
@@ -222,7 +214,7 @@ def test_migration_copies_everything_and_users_notice_nothing(app, seeded, admin
 
     configs = {c.id: c for c in rows(app, ChatModelConfig)}
     for label, (provider_type, _, _) in CONFIGS.items():
-        expected = None if provider_type == "vercel" else seeded.providers[provider_type]
+        expected = None if provider_type in ("vercel", KEYLESS) else seeded.providers[provider_type]
         assert configs[seeded.configs[label]].ai_provider_id == expected, label
     assert configs[seeded.configs["deleted"]].ai_provider_id == seeded.providers["openai"]
     assert configs[seeded.configs["gpt"]].is_default
@@ -232,7 +224,7 @@ def test_migration_copies_everything_and_users_notice_nothing(app, seeded, admin
                                json={"api_key": seeded.central["openai"]})
     assert duplicate.status_code == 409
     listed = admin_api.get("/ai-providers")
-    assert {p["name"] for p in listed.get_json()} == {"openai-direct", *(f"agents-{t}" for t in LEGACY)}
+    assert {p["name"] for p in listed.get_json()} == {"openai-direct", *(f"agents-{t}" for t in MIGRATABLE)}
 
 
 def test_the_same_ciphertext_is_not_reused(app, seeded):
@@ -249,10 +241,10 @@ def test_a_second_run_has_nothing_to_do_and_changes_nothing(app, seeded):
     migrate(app)
     after_first = snapshot(app)
     summary = migrate(app)
-    assert summary.nothing_to_do
-    assert [o.status for o in summary.outcomes] == ["skipped"] * len(LEGACY)
-    assert {o.reason for o in summary.outcomes} == {"already migrated"}
-    assert summary.headline() == "Nothing to migrate: 6 legacy providers already migrated."
+    assert {o.provider: o.status for o in summary.outcomes} == {**dict.fromkeys(MIGRATABLE, "skipped"),
+                                                                KEYLESS: "failed"}
+    assert {o.reason for o in summary.skipped} == {"already migrated"}
+    assert summary.headline() == "Nothing migrated: 1 provider cannot be migrated, 5 already migrated."
     assert snapshot(app) == after_first
 
 
@@ -260,12 +252,93 @@ def test_dry_run_reports_and_writes_nothing(app, seeded):
     before = snapshot(app)
     summary = migrate(app, dry_run=True)
     assert summary.dry_run
-    assert [o.provider for o in summary.migrated] == sorted(LEGACY)
-    assert (summary.provider_keys, summary.user_keys, summary.model_configs) == (4, 5, 8)
-    assert summary.headline().startswith("Would migrate 6 legacy providers: would copy 4 provider keys, 5 user keys, "
-                                         "8 model configs.")
+    assert [o.provider for o in summary.migrated] == MIGRATABLE
+    assert [(o.provider, o.reason) for o in summary.failed] == [(KEYLESS, KEYLESS_REASON)]
+    assert (summary.provider_keys, summary.user_keys, summary.model_configs) == (4, 5, 7)
+    assert summary.headline() == ("Would migrate 5 legacy providers: would copy 4 provider keys, 5 user keys, "
+                                  "7 model configs. 1 provider failed.")
     assert snapshot(app) == before
     assert migrate(app).provider_keys == 4  # and the real run still has everything to do
+
+
+def test_the_keyless_bedrock_provider_stays_legacy_and_keeps_working(app, seeded, admin_api):
+    """Refused: its users keep the model (served by the chat backend's AWS credentials), its
+    legacy row and configs are untouched, and it is still listed as a legacy provider."""
+    from app.models import ChatModelConfig, ChatProvider
+
+    legacy_before = [repr(tuple(getattr(p, c.key) for c in ChatProvider.__table__.columns))
+                     for p in rows(app, ChatProvider, ChatProvider.provider == KEYLESS)]
+    before = observe(app, seeded)
+    titan = seeded.configs["titan"]
+    assert all(seen[3:5] == ("provider", True) for name, seen in before.items()
+               if isinstance(name, tuple) and name[1] == titan)
+
+    migrate(app)
+
+    assert observe(app, seeded) == before
+    assert [repr(tuple(getattr(p, c.key) for c in ChatProvider.__table__.columns))
+            for p in rows(app, ChatProvider, ChatProvider.provider == KEYLESS)] == legacy_before
+    (config,) = rows(app, ChatModelConfig, ChatModelConfig.id == titan)
+    assert config.ai_provider_id is None
+    assert admin_api.get(f"/ai-providers/{seeded.providers[KEYLESS]}").status_code == 404
+    assert str(seeded.providers[KEYLESS]) in {p["id"] for p in admin_api.get("/providers").get_json()}
+
+
+def test_bedrock_migrates_once_its_legacy_provider_has_a_key(app, seeded):
+    from app.models import AIProviderKey
+    from app.services import legacy, secrets
+    from app.services.base import Actor
+
+    key = new_key("bedrock")
+    with app.app_context():
+        legacy.update_provider(Actor.system("test"), seeded.providers[KEYLESS], {"api_key": key})
+    before = observe(app, seeded)
+    before_without_byok = observe(app, seeded, byok=False)
+
+    summary = migrate(app)
+
+    assert not summary.failed
+    assert [o.provider for o in summary.migrated] == sorted(LEGACY)
+    (outcome,) = [o for o in summary.migrated if o.provider == KEYLESS]
+    assert (outcome.key_policy, outcome.provider_keys, outcome.model_configs) == ("provider_only", 1, 1)
+    assert observe(app, seeded) == before
+    assert observe(app, seeded, byok=False) == before_without_byok
+    with app.app_context():
+        (row,) = rows(app, AIProviderKey, AIProviderKey.provider_id == seeded.providers[KEYLESS])
+        assert secrets.open_secret(row) == key
+
+
+@pytest.mark.parametrize(("flags", "refused"), [
+    ({"central_api_key_enabled": True}, True),  # provider_only: everyone is served by AWS credentials
+    ({"allow_user_api_key": True, "allow_central_api_key_fallback": True}, True),  # user_preferred: the fallback
+    ({"allow_user_api_key": True}, False),  # central + user keys without fallback: user_only, central unused
+    ({"central_api_key_enabled": False, "allow_user_api_key": True}, False),  # user keys only
+])
+def test_a_keyless_bedrock_provider_is_refused_only_when_its_credential_serves_someone(
+        app, member, member_b, flags, refused):
+    """member has a key of their own, member_b does not; either way nobody notices the migration."""
+    from app.extensions import db
+    from app.models import ChatModelConfig
+    from app.services import legacy
+    from app.services.base import Actor
+
+    seeded = Seeded(users=[member, member_b])
+    with app.app_context():
+        row = legacy.create_provider(Actor.system("test"), provider="bedrock", **flags)
+        seeded.providers["bedrock"] = row.id
+        if flags.get("allow_user_api_key"):
+            legacy.set_user_key(Actor.for_user(member), row.id, new_key("user-bedrock"))
+        config = ChatModelConfig(id=uuid.uuid4(), provider="bedrock", model="titan")
+        db.session.add(config)
+        db.session.commit()
+        seeded.configs["titan"] = config.id
+        db.session.remove()
+    before = observe(app, seeded)
+
+    summary = migrate(app)
+
+    assert [o.status for o in summary.outcomes] == ["failed" if refused else "migrated"]
+    assert observe(app, seeded) == before
 
 
 def test_a_failure_part_way_leaves_each_provider_migrated_or_untouched(app, seeded, monkeypatch):
@@ -297,8 +370,8 @@ def test_a_failure_part_way_leaves_each_provider_migrated_or_untouched(app, seed
 
     summary = migrate(app)
     assert [(o.provider, o.status) for o in summary.outcomes][:2] == [("anthropic", "skipped"), ("azure", "migrated")]
-    assert len(summary.migrated) == len(LEGACY) - 1
-    assert observe(app, seeded) == after_migration(before, seeded)
+    assert len(summary.migrated) == len(MIGRATABLE) - 1
+    assert observe(app, seeded) == before
 
 
 def test_known_problems_fail_one_provider_and_the_others_go_on(app, seeded, runner):
@@ -318,7 +391,8 @@ def test_known_problems_fail_one_provider_and_the_others_go_on(app, seeded, runn
     assert result.exit_code == 1
     assert "openai: failed, the name agents-openai is taken by another AI provider" in result.output
     assert "google: failed, a user's API key cannot be decrypted with the configured keys" in result.output
-    assert "Migrated 4 legacy providers" in result.output
+    assert f"bedrock: failed, {KEYLESS_REASON}" in result.output
+    assert "Migrated 3 legacy providers" in result.output
     migrated = {p.id for p in rows(app, AIProvider, AIProvider.name.startswith("agents-"))}
     assert seeded.providers["google"] not in migrated and seeded.providers["openai"] not in migrated
     assert seeded.providers["anthropic"] in migrated
@@ -361,8 +435,8 @@ def test_a_name_taken_after_the_check_fails_that_provider_only(app, seeded, crea
 
     assert injected, "the migration never flushed agents-openai"
     assert [(o.provider, o.reason) for o in summary.failed] == [
-        ("openai", "the name agents-openai is taken by another AI provider")]
-    assert sorted(o.provider for o in summary.migrated) == sorted(set(LEGACY) - {"openai"})
+        (KEYLESS, KEYLESS_REASON), ("openai", "the name agents-openai is taken by another AI provider")]
+    assert sorted(o.provider for o in summary.migrated) == sorted(set(MIGRATABLE) - {"openai"})
     migrated = {p.id for p in rows(app, AIProvider, AIProvider.name.startswith("agents-"))}
     assert seeded.providers["openai"] not in migrated
     assert seeded.providers["anthropic"] in migrated
@@ -377,7 +451,7 @@ def test_migration_is_audited_without_keys(app, seeded):
 
     migrate(app)
     events = rows(app, AuditEvent, AuditEvent.action == "legacy_provider.migrate")
-    assert {e.resource_id for e in events} == {str(i) for i in seeded.providers.values()}
+    assert {e.resource_id for e in events} == {str(seeded.providers[t]) for t in MIGRATABLE}
     openai = next(e for e in events if e.details["type"] == "openai")
     assert openai.details["copied_provider_key_count"] == 1
     assert openai.details["moved_model_config_count"] == 3
@@ -397,26 +471,29 @@ def test_nothing_to_migrate_without_legacy_providers(app):
 
 def test_cli_migrates_with_a_progress_bar_and_a_summary(app, seeded, runner):
     result = runner.invoke(args=["ai-providers", "migrate-legacy"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the keyless Bedrock provider failed
     out = result.output
     assert "Migrating legacy providers" in out
-    assert "Migrated 6 legacy providers: copied 4 provider keys, 5 user keys, 8 model configs." in out
+    assert ("Migrated 5 legacy providers: copied 4 provider keys, 5 user keys, 7 model configs. "
+            "1 provider failed.") in out
     assert "anthropic: migrated to agents-anthropic (user_preferred), 1 provider key, 2 user keys, 1 model config" in out
-    assert "bedrock: migrated to agents-bedrock (provider_only), 0 provider keys, 0 user keys, 1 model config" in out
+    assert f"bedrock: failed, {KEYLESS_REASON}" in out
     for key in [*seeded.central.values(), *seeded.user_keys.values()]:
         assert key not in out
 
     again = runner.invoke(args=["ai-providers", "migrate-legacy"])
-    assert again.exit_code == 0
-    assert "Nothing to migrate: 6 legacy providers already migrated." in again.output
+    assert again.exit_code == 1
+    assert "Nothing migrated: 1 provider cannot be migrated, 5 already migrated." in again.output
     assert "openai: skipped, already migrated" in again.output
+    assert f"bedrock: failed, {KEYLESS_REASON}" in again.output
 
 
 def test_cli_dry_run_writes_nothing(app, seeded, runner):
     before = snapshot(app)
     result = runner.invoke(args=["ai-providers", "migrate-legacy", "--dry-run"])
-    assert result.exit_code == 0, result.output
-    assert "Would migrate 6 legacy providers: would copy 4 provider keys, 5 user keys, 8 model configs." in result.output
+    assert result.exit_code == 1, result.output  # Bedrock would fail
+    assert "Would migrate 5 legacy providers: would copy 4 provider keys, 5 user keys, 7 model configs." in result.output
+    assert f"bedrock: failed, {KEYLESS_REASON}" in result.output
     assert "openai: would migrate to agents-openai (provider_only)" in result.output
     assert "Dry run: nothing was written." in result.output
     assert snapshot(app) == before
@@ -458,5 +535,5 @@ def test_concurrent_runs_migrate_each_provider_once(app, seeded):
     for t in threads:
         t.join()
     assert errors == []
-    assert sum(len(s.migrated) for s in results) == len(LEGACY)
+    assert sum(len(s.migrated) for s in results) == len(MIGRATABLE)
     assert sum(s.user_keys for s in results) == 5

@@ -25,6 +25,13 @@ Decisions:
 - An empty legacy display name becomes the type's label ("OpenAI"), so users see the same name.
 - A stored central key is copied even when the central key is off: the mapped policy
   (`user_only`) never uses it, exactly as before.
+- A keyless AWS Bedrock provider whose central credential serves users (central key on, no
+  stored key, mapped policy not `user_only`) fails (`KEYLESS_CENTRAL`): legacy resolution
+  serves it with the chat backend's AWS credentials, but an AI provider needs a stored key
+  (SPEC section 6: its oldest key, else `missing_api_key`), so migrating it would take the
+  model away from its users. It stays legacy and keeps working; once a key is stored on the
+  legacy provider it migrates. With `user_only` the central credential serves nobody, so it
+  migrates as usual.
 - Dry run reads and decrypts (to report unreadable keys) but writes nothing, audit included.
 """
 
@@ -51,11 +58,13 @@ from app.models import (
 )
 from app.services import audit, secrets
 from app.services.base import Actor, is_unique_violation, lock_one, transaction
-from app.services.legacy import display_name
+from app.services.legacy import central_key_available, display_name, has_api_key
 from app.services.providers import RESERVED_PREFIX
 from app.services.resolution import legacy_key_policy
 
 Status = Literal["migrated", "skipped", "failed"]
+KEYLESS_CENTRAL = ("it relies on the AWS credentials of the chat backend instead of a stored key; AI providers "
+                   "need a stored key: add one to the legacy provider first, or keep it as legacy")
 NAME_INDEX = "uq_ai_providers_name_live"
 
 
@@ -116,6 +125,10 @@ class MigrationSummary:
             return "Nothing to migrate: there are no legacy chat providers."
         if self.nothing_to_do:
             return f"Nothing to migrate: {_n(len(self.skipped), 'legacy provider')} already migrated."
+        if not self.migrated:
+            text = "Nothing would be migrated: " if self.dry_run else "Nothing migrated: "
+            text += f"{_n(len(self.failed), 'provider')} cannot be migrated"
+            return text + (f", {len(self.skipped)} already migrated." if self.skipped else ".")
         verb = "Would migrate" if self.dry_run else "Migrated"
         copy = "would copy" if self.dry_run else "copied"
         text = (f"{verb} {_n(len(self.migrated), 'legacy provider')}: {copy} "
@@ -207,6 +220,8 @@ def _migrate_one(actor: Actor, legacy_id: uuid.UUID, dry_run: bool) -> ProviderO
     if db.session.get(AIProvider, legacy.id) is not None:
         outcome.status, outcome.reason = "skipped", "already migrated"
         return outcome
+    if _serves_without_a_key(legacy, outcome.key_policy):
+        raise _Failed(KEYLESS_CENTRAL)
     taken = db.session.execute(
         sa.select(AIProvider.id).where(AIProvider.name == name, AIProvider.deleted.is_(False))
     ).first()
@@ -264,6 +279,13 @@ def _flush_provider(provider: AIProvider) -> None:
         if is_unique_violation(error, NAME_INDEX):
             raise _Failed(_name_taken(provider.name)) from None
         raise
+
+
+def _serves_without_a_key(legacy: ChatProvider, key_policy: str) -> bool:
+    """Its keyless central credential (no stored key, AWS credentials of the chat backend)
+    serves someone today; the AI provider it would become has no key to serve them with."""
+    return (legacy.central_api_key_enabled and not has_api_key(legacy) and central_key_available(legacy)
+            and key_policy != "user_only")
 
 
 def _name_taken(name: str) -> str:
