@@ -659,3 +659,52 @@ def test_provider_calls_are_rate_limited_per_user_across_api_and_pages(fast, cli
     # Another user's budget is their own.
     assert member_api.post(f"/user-ai-provider-keys/{setup.pid}/test").get_json()["result"] == "ok"
     assert len(server.hits) == 4
+
+
+# --- a stored key that cannot be decrypted -----------------------------------------------------
+
+def _flip_a_byte(app, model, row_id: str) -> None:
+    """Corrupt a stored ciphertext in place, with SQL, as a damaged row or a bad restore would."""
+    table = model.__table__
+    with app.app_context():
+        ciphertext = db.session.execute(sa.select(table.c.ciphertext).where(table.c.id == uuid.UUID(row_id))).scalar_one()
+        damaged = bytearray(ciphertext)
+        damaged[len(damaged) // 2] ^= 0x01
+        db.session.execute(sa.update(table).where(table.c.id == uuid.UUID(row_id)).values(ciphertext=bytes(damaged)))
+        db.session.commit()
+        db.session.remove()
+
+
+UNREADABLE = {"message": "The stored key could not be decrypted.",
+              "detail": "Run `flask --app wsgi dbcrypt verify` to find unreadable keys."}
+
+
+def test_an_undecryptable_provider_key_is_409_and_nothing_is_sent(fast, admin, admin_api, stubs):
+    from app.models import AIProviderKey
+
+    server = stubs("ok")
+    setup = add_provider(fast, admin, for_stub(server))
+    _flip_a_byte(fast, AIProviderKey, setup.key_ids[0])
+
+    for response in (admin_api.post(f"/ai-providers/{setup.pid}/keys/{setup.key_ids[0]}/test"),
+                     admin_api.get(f"/ai-providers/{setup.pid}/models")):
+        assert (response.status_code, response.get_json()) == (409, UNREADABLE)
+        assert_clean(response.get_data(as_text=True), *setup.keys)
+    assert server.connections == 0
+
+
+def test_an_undecryptable_user_key_is_409_and_nothing_is_sent(fast, admin, member, member_api, stubs):
+    from app.models import UserAIProviderKey
+
+    server = stubs("ok")
+    setup = add_provider(fast, admin, for_stub(server), key_policy="user_preferred")
+    mine = save_user_key(fast, member, setup.pid)
+    with fast.app_context():
+        key_id = str(db.session.execute(sa.select(UserAIProviderKey.id)).scalar_one())
+        db.session.remove()
+    _flip_a_byte(fast, UserAIProviderKey, key_id)
+
+    response = member_api.post(f"/user-ai-provider-keys/{setup.pid}/test")
+    assert (response.status_code, response.get_json()) == (409, UNREADABLE)
+    assert_clean(response.get_data(as_text=True), mine, *setup.keys)
+    assert server.connections == 0

@@ -50,12 +50,14 @@ def _refuse_fields() -> None:
 
 @bp.post("/ai-providers/<provider_id>/keys/<key_id>/test")
 @access("admin")
-@doc("Test a provider key", body=NoBody, body_required=False, responses={200: out.KeyTestResult}, errors=(429,))
+@doc("Test a provider key", body=NoBody, body_required=False, responses={200: out.KeyTestResult},
+     errors=(409, 429))
 @provider_call_limit
 def test_provider_key(provider_id: str, key_id: str):
     """Test one of a provider's keys: `{"result", "message"}`.
 
     :raise 400: malformed id, Bedrock, no base URL. :raise 404: provider or key not found.
+    :raise 409: the stored key cannot be decrypted with the configured keys.
     :raise 429: over the per-user budget.
     """
     _refuse_fields()
@@ -64,13 +66,15 @@ def test_provider_key(provider_id: str, key_id: str):
 
 @bp.post("/user-ai-provider-keys/<provider_id>/test")
 @access("user")
-@doc("Test the caller's key for a provider", body=NoBody, body_required=False, responses={200: out.KeyTestResult}, errors=(429,))
+@doc("Test the caller's key for a provider", body=NoBody, body_required=False, responses={200: out.KeyTestResult},
+     errors=(409, 429))
 @provider_call_limit
 def test_user_key(provider_id: str):
     """Test the caller's own key for a provider: `{"result", "message"}`.
 
     :raise 403: BYOK is disabled. :raise 400: malformed id, disabled provider, provider that does
     not allow user keys, Bedrock. :raise 404: no live provider, or no key of the caller's.
+    :raise 409: the stored key cannot be decrypted with the configured keys.
     """
     _refuse_fields()
     return jsonify(key_testing.test_user_key(actor(), provider_id).to_dict())
@@ -78,12 +82,13 @@ def test_user_key(provider_id: str):
 
 @bp.get("/ai-providers/<provider_id>/models")
 @access("admin")
-@doc("Discover a provider's models", responses={200: list[out.ModelId]}, errors=(429, 502, 504))
+@doc("Discover a provider's models", responses={200: list[out.ModelId]}, errors=(409, 429, 502, 504))
 @provider_call_limit
 def list_provider_models(provider_id: str):
     """The models the provider serves, asked with its oldest key: `[{"id": str}]`, sorted.
 
     :raise 400: no key, Bedrock, no base URL. :raise 404: provider not found.
+    :raise 409: the provider's oldest key cannot be decrypted with the configured keys.
     :raise 502: the provider gave no model list (`detail` is the result); 504 on a timeout.
     """
     return jsonify([{"id": model} for model in key_testing.discover_models(actor(), provider_id)])

@@ -50,6 +50,7 @@ from app.extensions import db
 from app.models import AIProvider, AIProviderKey, ChatModelConfig, UserAIProviderKey
 from app.services import audit, outbound, providers, secrets, user_keys
 from app.services.base import Actor, parse_uuid, transaction
+from app.services.resolution import UNREADABLE_KEY, UNREADABLE_KEY_DETAIL
 
 RESULTS = ("ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response")
 MAX_MODELS = 2000
@@ -379,8 +380,7 @@ def _open(row: Any) -> str:
     try:
         return secrets.open_secret(row)
     except DecryptionError:
-        raise Conflict("The stored key could not be decrypted.",
-                       detail="Run `flask --app wsgi dbcrypt verify` to find unreadable keys.") from None
+        raise Conflict(UNREADABLE_KEY, detail=UNREADABLE_KEY_DETAIL) from None
 
 
 def _release_session(actor: Actor) -> None:
