@@ -8,21 +8,10 @@ from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
+from app.api.schemas import UserKeyBody
 from app.api.util import Body, listing, page_from_args, parse_body, timestamp
 from app.models import ChatProvider
 from app.services import legacy
-
-
-class LegacyProviderCreate(Body):
-    # Optional in shape so that a missing or null type gets the service's "Invalid provider."
-    provider: str | None = None
-    display_name: str | None = None
-    enabled: bool | None = None
-    base_url: str | None = None
-    central_api_key_enabled: bool | None = None
-    allow_user_api_key: bool | None = None
-    allow_central_api_key_fallback: bool | None = None
-    api_key: str | None = None
 
 
 class LegacyProviderUpdate(Body):
@@ -35,9 +24,9 @@ class LegacyProviderUpdate(Body):
     api_key: str | None = None
 
 
-class UserKeyBody(Body):
-    # Optional here so that a missing or null key gets the service's "API key is required."
-    api_key: str | None = None
+class LegacyProviderCreate(LegacyProviderUpdate):
+    # Optional in shape so that a missing or null type gets the service's "Invalid provider."
+    provider: str | None = None
 
 
 def provider_dict(provider: ChatProvider) -> dict:

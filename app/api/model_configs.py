@@ -17,22 +17,10 @@ from app.services import resolution as resolution_service
 from app.services.resolution import Resolution
 
 
-class ModelConfigCreate(Body):
+class _ModelConfigFields(Body):
     # Required fields are optional and numbers/options untyped here: the service checks them and
-    # answers with the SPEC's own messages.
-    ai_provider_id: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    display_name: str | None = None
-    enabled: bool | None = None
-    is_default: bool | None = None
-    context_limit: Any = None
-    compression_threshold: Any = None
-    options: Any = None
-
-
-class ModelConfigUpdate(Body):
-    # `ai_provider_id` and `provider` are accepted so the service can say they cannot change.
+    # answers with the SPEC's own messages. On update, `ai_provider_id` and `provider` are
+    # accepted (of any type) so the service can say they cannot change.
     ai_provider_id: Any = None
     provider: Any = None
     model: str | None = None
@@ -42,6 +30,15 @@ class ModelConfigUpdate(Body):
     context_limit: Any = None
     compression_threshold: Any = None
     options: Any = None
+
+
+class ModelConfigCreate(_ModelConfigFields):
+    ai_provider_id: str | None = None
+    provider: str | None = None
+
+
+class ModelConfigUpdate(_ModelConfigFields):
+    pass
 
 
 class CredentialsRequest(Body):

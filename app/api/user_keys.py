@@ -8,15 +8,11 @@ from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
+from app.api.schemas import UserKeyBody
 from app.api.serializers import provider_summary
-from app.api.util import Body, listing, page_from_args, parse_body
+from app.api.util import listing, page_from_args, parse_body
 from app.services import user_keys
 from app.services.user_keys import UserKeyConfig
-
-
-class UserKeyBody(Body):
-    # Optional here so that a missing or null key gets the service's "API key is required."
-    api_key: str | None = None
 
 
 def user_key_config_dict(config: UserKeyConfig) -> dict:
