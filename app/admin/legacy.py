@@ -7,18 +7,18 @@ neither the page nor the browser history holds it.
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 
 from app.admin import bp
 from app.admin.legacy_forms import LegacyProviderCreateForm, LegacyProviderEditForm
-from app.errors import DomainError, InvalidInput, NotFound
+from app.errors import DomainError, NotFound
 from app.models import ChatProvider
 from app.services import legacy as service
 from app.services.legacy_migration import MigrationStopped, is_migrated, migrate_legacy
 from app.services.providers import POLICY_LABELS, TYPE_LABELS
 from app.services.resolution import legacy_key_policy
 from app.web.forms import EmptyForm
-from app.web.views_helpers import admin_required, apply_error, current_actor
+from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 LABELS = {"type_labels": TYPE_LABELS, "policy_labels": POLICY_LABELS}
 
@@ -32,14 +32,6 @@ def credential_words(provider: ChatProvider) -> str:
     if provider.allow_central_api_key_fallback:
         return "User keys, falling back to the central key"
     return "Central key and user keys, without fallback (users need their own key)"
-
-
-def _provider_or_404(provider_id: str) -> ChatProvider:
-    """:raise 404: malformed id or missing provider."""
-    try:
-        return service.get_provider(provider_id)
-    except (InvalidInput, NotFound):
-        abort(404)
 
 
 def _list_url() -> str:
@@ -89,7 +81,7 @@ def create_legacy_provider():
 @admin_required
 def edit_legacy_provider(provider_id: str):
     """GET shows the form filled in (never the key); POST saves it. The type cannot change. :raise 404:"""
-    provider = _provider_or_404(provider_id)
+    provider = or_404(service.get_provider, provider_id)
     form = LegacyProviderEditForm(obj=provider)
     if form.validate_on_submit():
         changes = {name: getattr(form, name).data for name in (
@@ -115,16 +107,11 @@ def edit_legacy_provider(provider_id: str):
 @admin_required
 def delete_legacy_provider(provider_id: str):
     """GET says what goes with the provider; POST deletes it. :raise 404:"""
-    provider = _provider_or_404(provider_id)
+    provider = or_404(service.get_provider, provider_id)
     form = EmptyForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400)
+    if confirmed_post(form):
         name = service.display_name(provider)
-        try:
-            removed = service.delete_provider(current_actor(), provider.id)
-        except NotFound:
-            abort(404)
+        removed = or_404(service.delete_provider, current_actor(), provider.id)
         flash(f"Legacy provider {name} deleted, with {removed} user key{'' if removed == 1 else 's'}.", "success")
         return redirect(_list_url(), code=303)
     return render_template(
@@ -140,9 +127,7 @@ def delete_legacy_provider(provider_id: str):
 def migrate_legacy_providers():
     """GET shows what a migration would do (a dry run); POST runs it and flashes the summary."""
     form = EmptyForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400)
+    if confirmed_post(form):
         try:
             summary = migrate_legacy(current_actor())
         except MigrationStopped as stopped:

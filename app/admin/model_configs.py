@@ -4,7 +4,7 @@ or redirects; service errors appear next to their fields."""
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 
 from app.admin import bp
 from app.admin.model_config_forms import ModelConfigCreateForm, ModelConfigEditForm
@@ -15,22 +15,7 @@ from app.services.base import Page
 from app.services.providers import TYPE_LABELS
 from app.web.forms import EmptyForm, choices
 from app.web.pagination import page_args
-from app.web.views_helpers import admin_required, apply_error, current_actor
-
-
-def _config_or_404(config_id: str) -> ChatModelConfig:
-    """:raise 404: malformed id, missing or deleted config."""
-    try:
-        return service.get_config(config_id)
-    except (InvalidInput, NotFound):
-        abort(404)
-
-
-def _config_with_provider_or_404(config_id: str) -> tuple[ChatModelConfig, AIProvider | None]:
-    try:
-        return service.get_config_with_provider(config_id)
-    except (InvalidInput, NotFound):
-        abort(404)
+from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 
 def _provider_label(config: ChatModelConfig, provider: AIProvider | None) -> str:
@@ -81,7 +66,7 @@ def create_model_config():
 @admin_required
 def edit_model_config(config_id: str):
     """GET shows the form filled in; POST saves what changed. The provider cannot change. :raise 404:"""
-    config, provider = _config_with_provider_or_404(config_id)
+    config, provider = or_404(service.get_config_with_provider, config_id)
     form = ModelConfigEditForm(obj=config)
     if form.validate_on_submit():
         changes = {name: getattr(form, name).data for name in ModelConfigEditForm.FIELDS}
@@ -122,9 +107,7 @@ def set_default_model_config(config_id: str):
 def delete_model_config(config_id: str):
     """GET asks for confirmation; POST deletes. :raise 404:"""
     form = EmptyForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400)
+    if confirmed_post(form):
         try:
             service.delete_config(current_actor(), config_id)
         except InvalidInput:
@@ -134,5 +117,5 @@ def delete_model_config(config_id: str):
         else:
             flash("Model config deleted.", "success")
         return redirect(url_for("admin.list_model_configs"), code=303)
-    config = _config_or_404(config_id)
+    config = or_404(service.get_config, config_id)
     return render_template("admin/model_configs/delete.html", config=config, form=form)

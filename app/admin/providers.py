@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 
 from app.admin import bp
 from app.admin.provider_forms import ProviderCreateForm, ProviderEditForm, ProviderKeyForm
@@ -20,18 +20,10 @@ from app.services import providers as service
 from app.services.base import Page
 from app.web.forms import EmptyForm
 from app.web.pagination import page_args
-from app.web.views_helpers import admin_required, apply_error, current_actor
+from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 LABELS = {"type_labels": service.TYPE_LABELS, "policy_labels": service.POLICY_LABELS}
 KEY_HOLDERS_SHOWN = 50  # users listed with their own key on a provider's page (the count is exact)
-
-
-def _provider_or_404(provider_id: str) -> AIProvider:
-    """:raise 404: malformed id, missing or deleted provider."""
-    try:
-        return service.get_provider(provider_id)
-    except (InvalidInput, NotFound):
-        abort(404)
 
 
 def _facts(provider: AIProvider) -> service.ProviderFacts:
@@ -77,7 +69,7 @@ def create_provider():
 def provider_detail(provider_id: str):
     """The provider's settings, its keys (hints only), what depends on it and who holds a key of
     their own. :raise 404:"""
-    return _render_detail(_provider_or_404(provider_id), ProviderKeyForm())
+    return _render_detail(or_404(service.get_provider, provider_id), ProviderKeyForm())
 
 
 def _render_detail(provider: AIProvider, key_form: ProviderKeyForm, status: int = 200):
@@ -96,7 +88,7 @@ def _render_detail(provider: AIProvider, key_form: ProviderKeyForm, status: int 
 @admin_required
 def edit_provider(provider_id: str):
     """GET shows the form filled in; POST saves what changed. The type cannot change. :raise 404:"""
-    provider = _provider_or_404(provider_id)
+    provider = or_404(service.get_provider, provider_id)
     form = ProviderEditForm(obj=provider)
     if form.validate_on_submit():
         changes = {name: getattr(form, name).data for name in service.UPDATABLE}
@@ -117,15 +109,10 @@ def edit_provider(provider_id: str):
 @admin_required
 def delete_provider(provider_id: str):
     """GET says what goes with the provider; POST deletes it. :raise 404:"""
-    provider = _provider_or_404(provider_id)
+    provider = or_404(service.get_provider, provider_id)
     form = EmptyForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400)
-        try:
-            removed = service.delete_provider(current_actor(), provider.id)
-        except NotFound:
-            abort(404)
+    if confirmed_post(form):
+        removed = or_404(service.delete_provider, current_actor(), provider.id)
         flash(f"Provider {provider.name} deleted, with {_count(removed['keys'], 'shared key')}, "
               f"{_count(removed['user_keys'], 'user key')} and {_count(removed['model_configs'], 'model config')}.",
               "success")
@@ -139,7 +126,7 @@ def delete_provider(provider_id: str):
 def add_provider_key(provider_id: str):
     """Store a key, then redirect (the key is never echoed). Errors re-render the page with an
     empty key field. :raise 404:"""
-    provider = _provider_or_404(provider_id)
+    provider = or_404(service.get_provider, provider_id)
     form = ProviderKeyForm()
     if form.validate_on_submit():
         try:
@@ -160,9 +147,7 @@ def add_provider_key(provider_id: str):
 def delete_provider_key(provider_id: str, key_id: str):
     """GET asks for confirmation; POST deletes the key. :raise 404: unknown provider or key."""
     form = EmptyForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400)
+    if confirmed_post(form):
         try:
             service.delete_key(current_actor(), provider_id, key_id)
         except InvalidInput:
@@ -174,10 +159,7 @@ def delete_provider_key(provider_id: str, key_id: str):
         else:
             flash("Key deleted. Its encrypted copy is gone from the database.", "success")
         return redirect(_detail_url(provider_id, "#keys"), code=303)
-    try:
-        key = service.get_key(provider_id, key_id)
-    except (InvalidInput, NotFound):
-        abort(404)
+    key = or_404(service.get_key, provider_id, key_id)
     provider = service.get_provider(key.provider_id)
     keys = service.list_keys(provider.id)
     return render_template("admin/providers/key_delete.html", provider=provider, key=key, form=form,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, url_for
 
 from app.admin import bp
 from app.admin.forms import UserCreateForm
@@ -9,18 +9,23 @@ from app.services import users as user_service
 from app.services.base import Page, parse_uuid
 from app.web.forms import EmptyForm
 from app.web.pagination import page_args
-from app.web.views_helpers import admin_required, apply_error, current_actor
+from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 
 @bp.route("/users")
 @admin_required
 def list_users():
+    return _render_list(UserCreateForm())
+
+
+def _render_list(form: UserCreateForm, status: int = 200):
+    """The users page (a page of users with their key counts) with the create form."""
     page = page_args()
     users, total = user_service.list_users(Page(limit=page.per_page, offset=page.offset))
     page.total = total
     key_counts = user_service.key_counts_by_user([u.id for u in users])
     return render_template("admin/users.html", users=users, total=total, page=page,
-                           key_counts=key_counts, form=UserCreateForm(), action_form=EmptyForm())
+                           key_counts=key_counts, form=form, action_form=EmptyForm()), status
 
 
 @bp.route("/users", methods=["POST"])
@@ -36,26 +41,16 @@ def create_user():
         else:
             flash(f"User {user.email} created.", "success")
             return redirect(url_for("admin.list_users"))
-    page = page_args()
-    users, total = user_service.list_users(Page(limit=page.per_page, offset=page.offset))
-    page.total = total
-    key_counts = user_service.key_counts_by_user([u.id for u in users])
-    return render_template("admin/users.html", users=users, total=total, page=page,
-                           key_counts=key_counts, form=form, action_form=EmptyForm()), 400
+    return _render_list(form, 400)
 
 
 @bp.route("/users/<user_id>/deactivate", methods=["GET", "POST"])
 @admin_required
 def deactivate_user(user_id: str):
     """GET asks for confirmation; POST deactivates. :raise 404: unknown user."""
-    try:
-        user = user_service.get_user(parse_uuid(user_id))
-    except DomainError:
-        abort(404)
+    user = or_404(lambda: user_service.get_user(parse_uuid(user_id)))
     form = EmptyForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            abort(400)
+    if confirmed_post(form):
         try:
             user_service.deactivate_user(current_actor(), user.id)
         except DomainError as error:

@@ -1,17 +1,22 @@
 """Helpers shared by the HTML blueprints: the acting party, admin guard, safe redirects,
-and turning domain errors into field errors."""
+404 for a missing record, the confirm-on-GET / act-on-POST check, and turning domain errors
+into field errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from flask import abort, flash, g, request
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
-from app.errors import DomainError
+from app.errors import DomainError, InvalidInput, NotFound
 from app.services.base import Actor
+
+T = TypeVar("T")
 
 
 def current_actor() -> Actor:
@@ -36,6 +41,25 @@ def admin_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def or_404(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(*args, **kwargs)`, the record a page is about. :raise 404: malformed id (InvalidInput)
+    or no such record (NotFound)."""
+    try:
+        return fn(*args, **kwargs)
+    except (InvalidInput, NotFound):
+        abort(404)
+
+
+def confirmed_post(form: FlaskForm) -> bool:
+    """For views where GET shows a confirmation page and POST acts: whether to act now.
+    :raise 400: a POST without a valid form (CSRF token)."""
+    if request.method != "POST":
+        return False
+    if not form.validate_on_submit():
+        abort(400)
+    return True
 
 
 def safe_next(target: str | None) -> str:
