@@ -14,7 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: config -> extensions -> blueprints -> errors -> CLI. Never queries."""
+    """Build the app: config -> extensions -> blueprints -> rate limits -> errors -> CLI. Never queries."""
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get(
         "SWITCHBOARD_INSTANCE_PATH", str(PROJECT_ROOT / "instance")
     )
@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
+    register_rate_limits(app)
     register_errorhandlers(app)
     register_commands(app)
     return app
@@ -53,7 +54,7 @@ def _check_allowlist(raw: str) -> None:
 def register_extensions(app: Flask) -> None:
     from app.crypto import Keyring
     from app.db import configure_engine
-    from app.extensions import csrf, db, limiter, login_manager, migrate
+    from app.extensions import csrf, db, login_manager, migrate
 
     app.extensions["switchboard.keyring"] = Keyring.from_config(app.config["ENCRYPTION_KEYS"])
     db.init_app(app)
@@ -61,7 +62,6 @@ def register_extensions(app: Flask) -> None:
         configure_engine(app, db.engine)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True, render_as_batch=True)
     csrf.init_app(app)
-    limiter.init_app(app)
 
     from app.auth.session import init_login
 
@@ -82,6 +82,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(settings_bp, url_prefix="/settings")
     app.register_blueprint(api_bp, url_prefix="/api/experimental/chats")
     init_security(app)
+
+
+def register_rate_limits(app: Flask) -> None:
+    """After the blueprints: the limiter wraps registered views by endpoint name."""
+    from app.ratelimits import init_rate_limits
+
+    init_rate_limits(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -1,8 +1,6 @@
-"""Flask extensions, created unbound and attached in `create_app`."""
+"""Flask extensions, created unbound and attached in `create_app`. Rate limiters are per app:
+see `app/ratelimits.py`."""
 
-from flask import request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -14,10 +12,3 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-
-
-def _client_ip() -> str:
-    return get_remote_address() or request.remote_addr or "unknown"
-
-
-limiter = Limiter(key_func=_client_ip, default_limits=[])

@@ -98,12 +98,7 @@ def _isolate(request):
         return
     app = request.getfixturevalue("app")
     saved = dict(app.config)
-    from app.extensions import limiter
-
-    limiter.reset()
-    login_limiter = app.extensions.get("switchboard.login_limiter")  # per app: see app/auth/ratelimit.py
-    if login_limiter is not None:
-        login_limiter.reset()
+    app.extensions["switchboard.limiter"].reset()  # per app: see app/ratelimits.py
     yield
     app.config.clear()
     app.config.update(saved)
@@ -120,7 +115,7 @@ def make_app(app):
     Never add debug routes to the real app: register them on an app made here.
     """
     from app import create_app
-    from app.extensions import db, limiter
+    from app.extensions import db
 
     made = []
 
@@ -133,10 +128,6 @@ def make_app(app):
     for application in made:
         with application.app_context():
             db.engine.dispose()
-    if made:
-        # create_app re-binds the process-wide Flask-Limiter to the newest app's storage (Redis,
-        # perhaps): point it back at the session app's.
-        limiter.init_app(app)
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def test_secrets_in_exceptions_and_tracebacks_are_masked(app, canaries, caplog, 
 def test_an_unhandled_error_in_a_request_is_logged_masked(app, canaries, caplog):
     """The 500 handler logs the traceback; the key in the exception stays out of the log and the response."""
     from app import create_app
-    from app.extensions import db, limiter
+    from app.extensions import db
     from tests.conftest import base_config
 
     key = canaries["provider_key"]
@@ -145,7 +145,6 @@ def test_an_unhandled_error_in_a_request_is_logged_masked(app, canaries, caplog)
     finally:
         with other.app_context():
             db.engine.dispose()
-        limiter.init_app(app)
 
 
 def test_a_bad_bearer_token_is_never_logged(app, canaries, caplog, captured, client):

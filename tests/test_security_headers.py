@@ -46,13 +46,12 @@ def assert_security_headers(response, *, no_store: bool = True, hsts: bool = Fal
 def secure_app(app):
     """An app as deployed (SESSION_COOKIE_SECURE on) on the test database."""
     from app import create_app
-    from app.extensions import db, limiter
+    from app.extensions import db
 
     application = create_app(base_config(SESSION_COOKIE_SECURE=True))
     yield application
     with application.app_context():
         db.engine.dispose()
-    limiter.init_app(app)  # create_app re-bound the process-wide limiter to this app's storage
 
 
 # --- every kind of response carries the headers ---------------------------------------------------
@@ -236,7 +235,7 @@ def test_flask_debug_in_the_environment_is_refused_outside_development(monkeypat
 
 def test_debug_is_allowed_in_development(app):
     from app import create_app
-    from app.extensions import db, limiter
+    from app.extensions import db
 
     application = create_app(base_config(SWITCHBOARD_ENV="development", DEBUG=True))
     try:
@@ -244,7 +243,6 @@ def test_debug_is_allowed_in_development(app):
     finally:
         with application.app_context():
             db.engine.dispose()
-        limiter.init_app(app)
 
 
 def test_the_test_app_is_not_in_debug(app):

@@ -1,6 +1,6 @@
 """Admin pages that call out to a provider: test one of its keys, list the models it serves.
 
-Both count against the caller's budget of provider calls (`provider_call_limit`, shared with the
+Both count against the caller's budget of provider calls (`app/ratelimits.py`, shared with the
 JSON API). A test redirects back to the provider page with the result flashed; discovery renders
 the model list with a "Create config" action per model not configured yet.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from app.admin import bp
-from app.api.key_tests import provider_call_limit
 from app.errors import DomainError, InvalidInput, NotFound
 from app.services import key_testing, model_configs
 from app.services import providers as provider_service
@@ -27,7 +26,6 @@ def flash_result(outcome: key_testing.KeyTestResult, subject: str) -> None:
 
 @bp.route("/providers/<provider_id>/keys/<key_id>/test", methods=["POST"])
 @admin_required
-@provider_call_limit
 def test_provider_key(provider_id: str, key_id: str):
     """Test one shared key and go back to the provider page with the result.
 
@@ -50,7 +48,6 @@ def test_provider_key(provider_id: str, key_id: str):
 
 @bp.route("/providers/<provider_id>/discover")
 @admin_required
-@provider_call_limit
 def discover_models(provider_id: str):
     """Ask the provider which models it serves (with its oldest key) and list them.
 

@@ -1,42 +1,20 @@
 """JSON routes for testing keys and discovering models (SPEC section 6a).
 
 Every route that calls out to a provider shares one budget per user, `OUTBOUND_RATE_LIMIT`
-(default 10 per minute), with the matching admin and settings pages: `provider_call_limit`.
-Over it the answer is 429 and nothing is sent.
+(10 per minute), with the matching admin and settings pages: see `app/ratelimits.py`, which wraps
+these views by endpoint name. Over it the answer is 429 and nothing is sent.
 """
 
 from __future__ import annotations
 
-from flask import current_app, g, jsonify, request
-from flask_login import current_user
+from flask import jsonify, request
 
 from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
 from app.api.util import Body, parse_body
-from app.extensions import limiter
 from app.services import key_testing
-
-DEFAULT_RATE_LIMIT = "10 per minute"
-
-
-def _rate_limit() -> str:
-    return current_app.config.get("OUTBOUND_RATE_LIMIT") or DEFAULT_RATE_LIMIT
-
-
-def _caller_key() -> str:
-    """The signed-in user (API actor or page session); the client address only as a fallback."""
-    api_actor = g.get("actor")
-    user_id = api_actor.user_id if api_actor is not None else None
-    if user_id is None and current_user.is_authenticated:
-        user_id = current_user.id
-    return f"user:{user_id}" if user_id else f"ip:{request.remote_addr}"
-
-
-# Applied after authentication (below `@access`, `@admin_required`, `@login_required`), so only
-# signed-in callers are counted, each against their own budget.
-provider_call_limit = limiter.shared_limit(_rate_limit, scope="provider-calls", key_func=_caller_key)
 
 
 class NoBody(Body):
@@ -52,7 +30,6 @@ def _refuse_fields() -> None:
 @access("admin")
 @doc("Test a provider key", body=NoBody, body_required=False, responses={200: out.KeyTestResult},
      errors=(409, 429))
-@provider_call_limit
 def test_provider_key(provider_id: str, key_id: str):
     """Test one of a provider's keys: `{"result", "message"}`.
 
@@ -68,7 +45,6 @@ def test_provider_key(provider_id: str, key_id: str):
 @access("user")
 @doc("Test the caller's key for a provider", body=NoBody, body_required=False, responses={200: out.KeyTestResult},
      errors=(409, 429))
-@provider_call_limit
 def test_user_key(provider_id: str):
     """Test the caller's own key for a provider: `{"result", "message"}`.
 
@@ -83,7 +59,6 @@ def test_user_key(provider_id: str):
 @bp.get("/ai-providers/<provider_id>/models")
 @access("admin")
 @doc("Discover a provider's models", responses={200: list[out.ModelId]}, errors=(409, 429, 502, 504))
-@provider_call_limit
 def list_provider_models(provider_id: str):
     """The models the provider serves, asked with its oldest key: `[{"id": str}]`, sorted.
 

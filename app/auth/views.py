@@ -7,8 +7,8 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth import bp
 from app.auth.forms import LoginForm, SetupForm
-from app.auth.ratelimit import record_login_failure
 from app.errors import DomainError, NotFound
+from app.ratelimits import record_login_failure
 from app.services import users as user_service
 from app.web.forms import EmptyForm
 from app.web.views_helpers import apply_error, current_actor, safe_next
@@ -38,7 +38,7 @@ def setup():
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Sign in; failures count against the per-IP and per-email limits (see `ratelimit`).
+    """Sign in; failures count against the per-IP and per-email limits (see `app/ratelimits.py`).
 
     `next` is followed only when it is a path of this app; anything else lands on `/`.
     """

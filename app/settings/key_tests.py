@@ -1,6 +1,6 @@
 """Settings page action: test the caller's own key for a provider, then back to /settings/keys.
 
-Counts against the caller's budget of provider calls (`provider_call_limit`, shared with the
+Counts against the caller's budget of provider calls (`app/ratelimits.py`, shared with the
 JSON API and the admin pages).
 """
 
@@ -10,7 +10,6 @@ from flask import abort, flash, redirect, url_for
 from flask_login import login_required
 
 from app.admin.key_tests import flash_result
-from app.api.key_tests import provider_call_limit
 from app.errors import DomainError
 from app.services import key_testing
 from app.settings import bp
@@ -20,7 +19,6 @@ from app.web.views_helpers import current_actor
 
 @bp.route("/keys/<provider_id>/test", methods=["POST"])
 @login_required
-@provider_call_limit
 def test_key(provider_id: str):
     """Test the caller's saved key for the provider and show the result on the keys page.
 
