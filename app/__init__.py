@@ -27,7 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(load_config(app.instance_path, test_config))
     if app.debug and not app.config["DEVELOPMENT"]:
         raise ConfigError("FLASK_DEBUG is on outside development: refusing to start.")
-    _check_allowlist(app.config["PRIVATE_BASE_URL_ALLOWLIST"])
+    _load_allowlist(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     from app.logging import configure_logging
@@ -41,12 +41,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _check_allowlist(raw: str) -> None:
-    """Fail fast on a PRIVATE_BASE_URL_ALLOWLIST entry that is neither a host nor a CIDR."""
-    from app.services.base_urls import parse_allowlist
+def _load_allowlist(app: Flask) -> None:
+    """Parse PRIVATE_BASE_URL_ALLOWLIST once, into app.extensions (see `outbound.current_allowlist`);
+    fail fast on an entry that is neither a host nor a CIDR."""
+    from app.services.outbound import load_allowlist
 
     try:
-        parse_allowlist(raw)
+        load_allowlist(app)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

@@ -20,7 +20,10 @@ Every call to a provider (testing a key, listing its models) goes through `get`,
   answer, whatever their `parse` function extracted from the body. Failures are `OutboundError`s
   whose message is a sentence written here, never provider output.
 
-Settings are read from `app.config`, then the environment, then the defaults above.
+Settings are read from `app.config` only: `app/config.py` fills them in (defaults, environment) and
+validates them at start-up. The parsed `PRIVATE_BASE_URL_ALLOWLIST` is kept in
+`app.extensions["switchboard.allowlist"]` (`current_allowlist`), parsed again only when the setting
+changes.
 
 `resolve`, `connect` and `tls_context` are module-level so tests can replace them (a resolver that
 answers differently the second time, a connection routed to a local stub, a test CA).
@@ -32,7 +35,6 @@ import contextlib
 import http.client
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -40,10 +42,10 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from flask import current_app
+from flask import Flask, current_app
 
 from app.errors import InvalidInput
 from app.services.base_urls import Allowlist, is_blocked_ip, normalize_base_url, parse_allowlist
@@ -53,12 +55,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Switchboard/1 (key test)"
 READ_CHUNK = 64 * 1024
 
-DEFAULTS: dict[str, float] = {
-    "OUTBOUND_CONNECT_TIMEOUT": 5.0,
-    "OUTBOUND_READ_TIMEOUT": 10.0,
-    "OUTBOUND_DEADLINE": 15.0,
-    "OUTBOUND_MAX_RESPONSE_BYTES": 1024 * 1024,
-}
+ALLOWLIST_EXTENSION = "switchboard.allowlist"
 
 # DNS lookups run here so that a resolver that hangs cannot outlive the call's deadline.
 _DNS_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
@@ -91,27 +88,41 @@ class Limits:
 
     @classmethod
     def from_config(cls) -> Limits:
-        """:raise ValueError: a setting is not a positive number (names the setting)."""
-        values = {name: _setting(name, default) for name, default in DEFAULTS.items()}
+        """The current app's limits, as `app/config.py` validated them at start-up."""
+        config = current_app.config
         return cls(
-            connect_timeout=values["OUTBOUND_CONNECT_TIMEOUT"],
-            read_timeout=values["OUTBOUND_READ_TIMEOUT"],
-            deadline=values["OUTBOUND_DEADLINE"],
-            max_response_bytes=int(values["OUTBOUND_MAX_RESPONSE_BYTES"]),
+            connect_timeout=float(config["OUTBOUND_CONNECT_TIMEOUT"]),
+            read_timeout=float(config["OUTBOUND_READ_TIMEOUT"]),
+            deadline=float(config["OUTBOUND_DEADLINE"]),
+            max_response_bytes=int(config["OUTBOUND_MAX_RESPONSE_BYTES"]),
         )
 
 
-def _setting(name: str, default: float) -> float:
-    raw = current_app.config.get(name)
-    if raw is None or raw == "":
-        raw = os.environ.get(name, "").strip() or default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = 0.0
-    if not value > 0:
-        raise ValueError(f"{name} must be a positive number.")
-    return value
+class ParsedAllowlist(NamedTuple):
+    """An app's parsed allowlist and the setting it was parsed from."""
+
+    source: str
+    allowlist: Allowlist
+
+
+def load_allowlist(app: Flask) -> Allowlist:
+    """Parse `app`'s PRIVATE_BASE_URL_ALLOWLIST and keep it in `app.extensions`.
+
+    :raise ValueError: an entry is neither a host name nor a network (names the entry).
+    """
+    source = app.config["PRIVATE_BASE_URL_ALLOWLIST"] or ""
+    parsed = ParsedAllowlist(source, parse_allowlist(source))
+    app.extensions[ALLOWLIST_EXTENSION] = parsed
+    return parsed.allowlist
+
+
+def current_allowlist() -> Allowlist:
+    """The current app's parsed allowlist; parsed again only when the setting changed since (tests
+    change it at run time)."""
+    cached: ParsedAllowlist | None = current_app.extensions.get(ALLOWLIST_EXTENSION)
+    if cached is not None and cached.source == (current_app.config["PRIVATE_BASE_URL_ALLOWLIST"] or ""):
+        return cached.allowlist
+    return load_allowlist(current_app)
 
 
 # --- the seams tests may replace ---------------------------------------------------------------
@@ -202,9 +213,7 @@ def get(
         oversized or unparseable body, broken HTTP.
     """
     limits = limits or Limits.from_config()
-    if allowlist is None:
-        allowlist = current_app.config.get("PRIVATE_BASE_URL_ALLOWLIST", "")
-    allowed = parse_allowlist(allowlist)
+    allowed = current_allowlist() if allowlist is None else parse_allowlist(allowlist)
     _check_headers(headers)
     deadline = _Deadline(limits.deadline)
     target = _target(url, allowed)

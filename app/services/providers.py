@@ -30,6 +30,7 @@ from app.models import (
 from app.services import audit, secrets
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
 from app.services.base_urls import normalize_base_url
+from app.services.outbound import current_allowlist
 from app.services.text import check_text, clean_text
 
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -120,7 +121,7 @@ def clean_base_url(raw: Any) -> str:
             raise InvalidInput("Invalid provider base URL.", detail="Must be a string.", field="base_url")
         # The encoding only: normalize_base_url refuses control characters with its own detail.
         check_text(raw, "base_url", "Invalid provider base URL.", noun="URLs", allow_control=True)
-    return normalize_base_url(raw, current_app.config.get("PRIVATE_BASE_URL_ALLOWLIST", ""))
+    return normalize_base_url(raw, current_allowlist())
 
 
 def clean_api_key(raw: Any) -> str:
