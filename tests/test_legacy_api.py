@@ -511,13 +511,13 @@ def test_a_key_row_deleted_between_conflict_and_reselect_fails_the_request(app, 
     save fails with the database's error (a 500 for the API), not an AttributeError on None."""
     from sqlalchemy.exc import IntegrityError
 
-    from app.services import legacy
+    from app.services import legacy, secrets
     from app.services.base import Actor
 
     provider = byok_provider(admin_api)
     with app.app_context():
         legacy.set_user_key(Actor.for_user(member), provider["id"], new_key("first"))
-    monkeypatch.setattr(legacy, "_user_key_row", lambda user_id, provider_id: None)  # never finds the row
+    monkeypatch.setattr(secrets, "lock_one", lambda stmt, shared=False: None)  # the upsert never finds the row
     with app.app_context(), pytest.raises(IntegrityError):
         legacy.set_user_key(Actor.for_user(member), provider["id"], new_key("second"))
 

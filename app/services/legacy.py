@@ -376,26 +376,12 @@ def set_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], Any
         if not provider.allow_user_api_key:
             raise InvalidInput("Provider does not allow user API keys.")
         plaintext = clean_api_key(api_key() if callable(api_key) else api_key)
-        row = _user_key_row(user.id, pid)
-        created = row is None
-        if created:
-            row = UserChatProviderKey(id=uuid.uuid4(), user_id=user.id, chat_provider_id=pid)
-            secrets.seal(row, plaintext)
-            try:
-                with db.session.begin_nested():
-                    db.session.add(row)
-                    db.session.flush()
-            except IntegrityError as error:
-                if not is_unique_violation(error, UNIQUE_USER_PROVIDER):
-                    raise
-                # Another writer inserted this (user, provider) first: update its row instead.
-                created, row = False, _user_key_row(user.id, pid)
-                if row is None:  # and deleted it again in between: let the request fail, not guess
-                    raise
-        if not created:
-            secrets.seal(row, plaintext)
-            row.updated_at = utcnow()
-            db.session.flush()
+        row, created = secrets.upsert_sealed(
+            sa.select(UserChatProviderKey).where(UserChatProviderKey.user_id == user.id,
+                                                 UserChatProviderKey.chat_provider_id == pid),
+            lambda: UserChatProviderKey(id=uuid.uuid4(), user_id=user.id, chat_provider_id=pid),
+            plaintext, UNIQUE_USER_PROVIDER,
+        )
         audit.record(actor, "legacy_user_key.set", "chat_provider", pid, provider=provider.provider,
                      created=created, key_hint=row.hint)
     return UserProviderConfig(provider, True)
@@ -414,13 +400,6 @@ def delete_user_key(actor: Actor, provider_id: Any) -> bool:
         if deleted:
             audit.record(actor, "legacy_user_key.delete", "chat_provider", pid)
     return bool(deleted)
-
-
-def _user_key_row(user_id: uuid.UUID, provider_id: uuid.UUID) -> UserChatProviderKey | None:
-    # Locked reads refresh the object from the row rather than reuse a copy loaded earlier.
-    return lock_one(sa.select(UserChatProviderKey).where(UserChatProviderKey.user_id == user_id,
-                                                         UserChatProviderKey.chat_provider_id == provider_id)
-                    .execution_options(populate_existing=True))
 
 
 def _caller(actor: Actor):

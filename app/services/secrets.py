@@ -16,6 +16,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.crypto import DecryptionError, Keyring, associated_data, make_hint
+from app.db import utcnow
 from app.extensions import db
 from app.models import (
     AIProviderKey,
@@ -24,6 +25,7 @@ from app.models import (
     UserAIProviderKey,
     UserChatProviderKey,
 )
+from app.services.base import is_unique_violation, lock_one
 
 __all__ = [
     "SECRET_COLUMNS",
@@ -88,6 +90,37 @@ def seal(row: Any, plaintext: str) -> None:
     setattr(row, spec.digest_attr, sealed.digest)
     hint_attr = "api_key_hint" if spec.model is ChatProvider else "hint"
     setattr(row, hint_attr, make_hint(plaintext))
+
+
+def upsert_sealed(stmt: sa.Select, new_row: Callable[[], Any], plaintext: str, unique: str) -> tuple[Any, bool]:
+    """Seal `plaintext` into the row `stmt` selects (locked), or insert `new_row()` when there is
+    none; returns (row, created). The row keeps its id and `created_at` on update.
+
+    An insert that loses a race with another writer on the `unique` constraint updates the
+    winner's row instead (the insert runs in a savepoint, so the transaction survives it).
+    Flushes only; the caller's transaction commits.
+    """
+    stmt = stmt.execution_options(populate_existing=True)  # locked reads refresh the object
+    row = lock_one(stmt)
+    if row is None:
+        row = new_row()
+        seal(row, plaintext)
+        try:
+            with db.session.begin_nested():
+                db.session.add(row)
+                db.session.flush()
+        except IntegrityError as error:
+            if not is_unique_violation(error, unique):
+                raise
+            row = lock_one(stmt)
+            if row is None:  # inserted and deleted again in between: fail, don't guess
+                raise
+        else:
+            return row, True
+    seal(row, plaintext)  # sealed for this row's own id and owners
+    row.updated_at = utcnow()
+    db.session.flush()
+    return row, False
 
 
 def open_secret(row: Any) -> str:

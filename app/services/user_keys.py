@@ -22,14 +22,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
 
-from app.db import utcnow
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import AIProvider, AIProviderKey, User, UserAIProviderKey
 from app.services import audit, secrets
-from app.services.base import Actor, Page, is_unique_violation, lock_active_user, lock_one, parse_uuid, transaction
+from app.services.base import Actor, Page, lock_active_user, lock_one, parse_uuid, transaction
 from app.services.providers import PROVIDER_NOT_FOUND, byok_enabled, clean_api_key
 
 BYOK_DISABLED = "BYOK is disabled."
@@ -221,35 +219,14 @@ def upsert_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], 
     return config
 
 
-def _mine(user_id: uuid.UUID, provider_id: uuid.UUID) -> sa.Select:
-    return sa.select(UserAIProviderKey).where(
-        UserAIProviderKey.user_id == user_id, UserAIProviderKey.ai_provider_id == provider_id
-    ).execution_options(populate_existing=True)
-
-
 def _write_key(user_id: uuid.UUID, provider_id: uuid.UUID, plaintext: str) -> tuple[UserAIProviderKey, bool]:
     """Update the caller's row for the provider, or insert it; returns (row, created)."""
-    row = lock_one(_mine(user_id, provider_id))
-    if row is None:
-        row = UserAIProviderKey(id=uuid.uuid4(), user_id=user_id, ai_provider_id=provider_id)
-        secrets.seal(row, plaintext)
-        try:
-            with db.session.begin_nested():
-                db.session.add(row)
-                db.session.flush()
-        except IntegrityError as error:
-            if not is_unique_violation(error, UNIQUE_USER_PROVIDER):
-                raise
-            # Another writer inserted this (user, provider) first: update its row instead.
-            row = lock_one(_mine(user_id, provider_id))
-            if row is None:  # and deleted it again in between: let the request fail, not guess
-                raise
-        else:
-            return row, True
-    secrets.seal(row, plaintext)  # sealed for this row's own id, user and provider
-    row.updated_at = utcnow()
-    db.session.flush()
-    return row, False
+    return secrets.upsert_sealed(
+        sa.select(UserAIProviderKey).where(UserAIProviderKey.user_id == user_id,
+                                           UserAIProviderKey.ai_provider_id == provider_id),
+        lambda: UserAIProviderKey(id=uuid.uuid4(), user_id=user_id, ai_provider_id=provider_id),
+        plaintext, UNIQUE_USER_PROVIDER,
+    )
 
 
 def delete_user_key(actor: Actor, provider_id: Any) -> bool:
