@@ -210,3 +210,21 @@ def test_a_failed_provider_is_flashed(app, browser):
     page = text(browser.get(LIST))
     assert "openai: the name agents-openai is taken by another AI provider." in page
     assert "Not migrated" in page
+
+
+def test_the_list_flags_a_central_key_that_is_missing_but_needed(app, browser):
+    """A central key that is on but has no stored key (e.g. after `dbcrypt delete --yes`) is
+    flagged "No key"; a keyless Bedrock provider needs none (AWS credentials) and is not."""
+    from app.extensions import db
+
+    create(browser, provider="openai")
+    create(browser, provider="bedrock", api_key=None)
+    with app.app_context():
+        db.session.execute(sa.text(
+            "UPDATE chat_providers SET api_key_ciphertext = NULL, api_key_digest = NULL, api_key_hint = NULL"
+        ))
+        db.session.commit()
+    rows = re.findall(r"<tr>.*?</tr>", text(browser.get(LIST)), flags=re.S)
+    cells = {label: row for row in rows for label in ("OpenAI", "AWS Bedrock") if label in row}
+    assert 'badge-warn">No key' in cells["OpenAI"]
+    assert "No key" not in cells["AWS Bedrock"]

@@ -49,6 +49,7 @@ def list_legacy_providers():
         user_keys=service.user_key_counts(ids), migrated=is_migrated(ids),
         configs=service.legacy_config_counts([p.provider for p in providers]),
         words={p.id: credential_words(p) for p in providers},
+        central_key_available=service.central_key_available,
         policies={p.id: legacy_key_policy(p) for p in providers},
         display_names={p.id: service.display_name(p) for p in providers}, **LABELS,
     )

@@ -22,7 +22,8 @@ from app.web.forms import EmptyForm
 from app.web.pagination import page_args
 from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
-LABELS = {"type_labels": service.TYPE_LABELS, "policy_labels": service.POLICY_LABELS}
+LABELS = {"type_labels": service.TYPE_LABELS, "policy_labels": service.POLICY_LABELS,
+          "relies_on_shared_key": service.relies_on_shared_key}
 KEY_HOLDERS_SHOWN = 50  # users listed with their own key on a provider's page (the count is exact)
 
 

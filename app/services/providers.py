@@ -139,6 +139,12 @@ def clean_api_key(raw: Any) -> str:
     return key
 
 
+def relies_on_shared_key(provider: AIProvider) -> bool:
+    """Some requests are served by the provider's shared key (every policy but `user_only`), so
+    having none is worth a warning."""
+    return provider.key_policy != "user_only"
+
+
 def byok_enabled(provider: AIProvider) -> bool:
     """Users may bring their own key: the deployment allows it and the policy is not provider_only."""
     return bool(current_app.config["ALLOW_BYOK"]) and provider.key_policy != "provider_only"
