@@ -29,7 +29,7 @@ run: install
 
 ## The whole suite, twice: SQLite, then PostgreSQL. Never skips PostgreSQL silently.
 test: install-dev e2e-deps
-	$(BIN)/python tests/check_postgres.py
+	$(BIN)/python tests/support/check_postgres.py
 	@echo "=== pytest on SQLite ==="
 	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
 	@echo "=== pytest on PostgreSQL ($(TEST_DATABASE_URL)) ==="
@@ -39,7 +39,7 @@ test-sqlite: install-dev
 	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-postgres: install-dev e2e-deps
-	$(BIN)/python tests/check_postgres.py
+	$(BIN)/python tests/support/check_postgres.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Browser tests (tests/e2e, PostgreSQL half): Debian's chromium and axe-core, installed only when missing.

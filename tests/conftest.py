@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from tests.support import KEY_A, SECRET_KEY, Api, database_url, is_postgres, make_token, make_user
 
 # Scans every response, log record and (before each emptying) the database for canary keys.
-pytest_plugins = ["tests.leak_canary"]
+pytest_plugins = ["tests.support.leak_canary"]
 
 _SQLITE_DIR = Path(tempfile.mkdtemp(prefix="switchboard-tests-"))
 
@@ -102,7 +102,7 @@ def _isolate(request):
     yield
     app.config.clear()
     app.config.update(saved)
-    from tests.leak_canary import scan_database
+    from tests.support.leak_canary import scan_database
 
     scan_database(app, request.node.nodeid)  # the leak canary reads every row before they go
     truncate_all(app)
@@ -193,9 +193,9 @@ def keys_registered(app):
 
 @pytest.fixture
 def stubs():
-    """`stubs(mode, **options)` starts a stub provider (tests/stub_provider.py) on 127.0.0.1;
+    """`stubs(mode, **options)` starts a stub provider (tests/support/stub_provider.py) on 127.0.0.1;
     every one started is stopped after the test."""
-    from tests.stub_provider import StubProvider
+    from tests.support.stub_provider import StubProvider
 
     started: list[StubProvider] = []
 

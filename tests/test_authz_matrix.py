@@ -37,8 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from tests.stub_provider import StubProvider
 from tests.support import PASSWORD, get_csrf, login, make_token, make_user, new_key
+from tests.support.stub_provider import StubProvider
 
 API = "/api/experimental/chats"
 NEW_PASSWORD = "another long passphrase 42"

@@ -5,7 +5,7 @@ configs), then 30 (90, 300, 150), seeded in bulk by `bench.seed.insert_rows`, th
 own seeding. The number of statements must be the same at both sizes (no N+1: nothing may run a
 query per row) and within the route's budget in `BUDGETS`. Authentication is included (one
 statement for a bearer token or a session cookie); transaction starts are not (see
-tests/query_budget.py). bench/run.py copies this table into bench/results.md.
+tests/support/query_budget.py). bench/run.py copies this table into bench/results.md.
 
 Writes run on a different row at each size, on the same path through the service (an update of
 a key the caller holds at both sizes, a config that is not the default at both sizes...), so the
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from bench.seed import CALLER_KEY_PROVIDERS, CONFIGS_PER_PROVIDER, KEYS_PER_PROVIDER, Seeded, insert_rows, provider_policy
-from tests.query_budget import QueryCount, count_queries
 from tests.support import login, new_key
+from tests.support.query_budget import QueryCount, count_queries
 
 BUDGETS: dict[str, int] = {
     # JSON reads

@@ -114,7 +114,7 @@ def server():
     env.update({
         "DATABASE_URL": url, "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A, "SWITCHBOARD_ENV": "production",
         "SESSION_COOKIE_SECURE": "false", "SWITCHBOARD_INSTANCE_PATH": str(instance), "REDIS_URL": "",
-        # Loopback is allowed so that provider calls can reach tests/stub_provider.py.
+        # Loopback is allowed so that provider calls can reach tests/support/stub_provider.py.
         "ALLOW_BYOK": "true", "PRIVATE_BASE_URL_ALLOWLIST": "127.0.0.1", "PYTHONPATH": PROJECT_ROOT,
     })
     migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT,

@@ -18,8 +18,8 @@ import pytest
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.pages import axe_violations, unlabelled_inputs, unreachable_by_keyboard
 from tests.e2e.seed import ADMIN, MEMBER, create_token, seed_everything
-from tests.stub_provider import StubProvider
 from tests.support import PASSWORD, new_key
+from tests.support.stub_provider import StubProvider
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres_only]
 

@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 
 from tests.e2e.seed import ADMIN, MEMBER, create_token, create_user, set_up_admin
-from tests.stub_provider import StubProvider
 from tests.support import API, PASSWORD, new_key
+from tests.support.stub_provider import StubProvider
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres_only]
 

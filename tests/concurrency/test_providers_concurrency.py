@@ -1,5 +1,5 @@
 """Races on providers and keys, on PostgreSQL with its row locks: 20 requests released together
-(tests/concurrency.py), after the start-up key check has registered the key digests.
+(tests/support/concurrency.py), after the start-up key check has registered the key digests.
 
 Each thread has its own test client (so its own app context, session and pooled connection); the
 session app's pool (10 + 10 overflow) serves all 20 at once.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.concurrency import messages, race, scalar, statuses
 from tests.support import new_key
+from tests.support.concurrency import messages, race, scalar, statuses
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.usefixtures("keys_registered")]
 

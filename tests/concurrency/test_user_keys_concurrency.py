@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support import API, make_token, make_user, new_key
-from tests.test_user_keys_api import key_rows, make_provider, stored_key
+from tests.support.factories import key_rows, make_provider, stored_key
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import truncate_all
-from tests.leak_canary import scan_database
+from tests.support.leak_canary import scan_database
 from tests.test_authz_matrix import (
     MATRIX,
     OK,

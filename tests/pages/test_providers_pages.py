@@ -203,7 +203,7 @@ def test_create_provider_then_land_on_its_page(app, admin_client):
     body = text(page)
     assert "Provider openai-eu created." in " ".join(flashes(body))
     assert "No shared key yet" in body
-    from tests.test_providers_api import sql
+    from tests.support.db import sql
 
     assert sql(app, "SELECT action, actor_label FROM audit_events WHERE action = 'provider.create'") == [
         ("provider.create", "admin@example.com")]
@@ -238,7 +238,7 @@ def test_create_errors_appear_next_to_their_field_and_keep_the_other_values(app,
     for other in ("name", "display_name", "base_url"):
         if other != field:
             assert input_value(body, other) == data[other]
-    from tests.test_providers_api import sql
+    from tests.support.db import sql
 
     assert sql(app, "SELECT count(*) FROM ai_providers") == [(0,)]
 
@@ -274,7 +274,7 @@ def test_a_deleted_providers_name_can_be_reused_through_the_pages(app, admin_cli
 def test_the_form_refuses_a_post_without_csrf(app, admin_client):
     response = admin_client.post(CREATE, data=VALID)
     assert response.status_code == 400
-    from tests.test_providers_api import sql
+    from tests.support.db import sql
 
     assert sql(app, "SELECT count(*) FROM ai_providers") == [(0,)]
 
@@ -447,7 +447,7 @@ def test_add_key_redirects_and_never_shows_the_key(app, admin_client):
     assert key[:-4] not in body
     assert input_value(body, "api_key") == ""
     assert len(key_ids(app, pid)) == 1
-    from tests.test_providers_api import sql
+    from tests.support.db import sql
 
     assert [r[0] for r in sql(app, "SELECT action FROM audit_events WHERE resource_type = 'ai_provider_key'")] == [
         "provider_key.create"]

@@ -1,6 +1,6 @@
 """The outbound HTTP client: what reaches the network, and what never does.
 
-Every test runs against stub servers on 127.0.0.1 (tests/stub_provider.py, started by the `stubs`
+Every test runs against stub servers on 127.0.0.1 (tests/support/stub_provider.py, started by the `stubs`
 fixture of conftest); the resolver and the connection function are replaced where a test needs a
 public address, and the stubs count every connection, so "never connected" is observed, not
 assumed. Time limits are checked by the result and message; elapsed time only has a generous upper
@@ -20,8 +20,8 @@ import pytest
 
 from app.services import outbound
 from app.services.outbound import Limits, OutboundError
-from tests.stub_provider import BODY_MARKER, HEADER_MARKER, closed_port, make_test_ca
 from tests.support import new_key
+from tests.support.stub_provider import BODY_MARKER, HEADER_MARKER, closed_port, make_test_ca
 
 FAST = Limits(connect_timeout=1, read_timeout=0.5, deadline=2, max_response_bytes=4096)
 PUBLIC_IP = "93.184.215.14"  # a public address; tests route it to a local stub, never to the internet

@@ -33,7 +33,7 @@ from app.startup import run_startup_checks
 from tests.conftest import resolved_database_url
 from tests.support import KEY_A, KEY_B, SECRET_KEY, is_postgres, make_user, new_key
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DIGEST_A = Keyring.from_config(KEY_A).primary_digest
 DIGEST_B = Keyring.from_config(KEY_B).primary_digest
 SECRET_MODELS = [spec.model for spec in SECRET_COLUMNS]

@@ -7,9 +7,9 @@ import uuid
 from datetime import datetime
 
 import pytest
-import sqlalchemy as sa
 
 from tests.support import new_key
+from tests.support.db import sql
 
 NAME_DETAIL = (
     "Names must use lowercase letters, numbers, and single hyphens, and cannot use the reserved agents- prefix."
@@ -43,15 +43,6 @@ def assert_error(response, status, message, detail=None):
 def rfc3339(value):
     assert value.endswith("Z")
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def sql(app, statement, **params):
-    from app.extensions import db
-
-    with app.app_context():
-        rows = db.session.execute(sa.text(statement), params).all()
-        db.session.rollback()
-        return rows
 
 
 def as_id(value) -> str:

@@ -1,4 +1,4 @@
-"""Session management beyond tests/test_auth.py (sign-in renewal, sign-out, password change and
+"""Session management beyond tests/pages/test_auth.py (sign-in renewal, sign-out, password change and
 deactivation are tested there through the pages): role changes end the user's sessions, every
 ending is server-side (the session row is gone, a copied cookie is refused by pages and the API),
 a password change renews the session id of the browser that made it, nothing from before sign-in

@@ -23,8 +23,8 @@ from app.models import AIProvider, AuditEvent, ChatModelConfig
 from app.services import key_testing, outbound, providers, user_keys
 from app.services.base import Actor
 from tests.conftest import resolved_database_url
-from tests.stub_provider import BODY_MARKER, HEADER_MARKER, StubProvider
 from tests.support import is_postgres, login, new_key, post_form
+from tests.support.stub_provider import BODY_MARKER, HEADER_MARKER, StubProvider
 
 ALLOWLIST = "127.0.0.1,localhost"
 PUBLIC_IP = "93.184.215.14"

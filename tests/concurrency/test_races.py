@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests import concurrency
-from tests.concurrency import Call, messages, scalar, statuses
 from tests.support import Api, make_token, make_user, new_key
+from tests.support.concurrency import Call, messages, scalar, statuses
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.usefixtures("keys_registered")]
 
@@ -50,7 +50,7 @@ def _record_outcomes(request):
 
 
 def race(app, calls: list[Call]):
-    """tests.concurrency.race with at least THREADS calls; its status counts go in the summary."""
+    """tests.support.concurrency.race with at least THREADS calls; its status counts go in the summary."""
     assert len(calls) >= THREADS
     results = concurrency.race(app, calls)
     counts = ", ".join(f"{status}: {n}" for status, n in sorted(statuses(results).items()))

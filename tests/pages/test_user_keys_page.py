@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.support import PASSWORD, Api, login, make_token, new_key, post_form
-from tests.test_user_keys_api import delete_provider, key_rows, make_provider, stored_key, update_provider
+from tests.support.factories import delete_provider, key_rows, make_provider, stored_key, update_provider
 
 PAGE = "/settings/keys"
 BADGES = ("Key saved", "Using shared key", "No key", "User keys disabled")

@@ -1,12 +1,12 @@
 """Races on model configs, on PostgreSQL with its row locks: 20 requests released together by a
 barrier, each from its own thread and test client (own session, own pooled connection), after the
-start-up key check has registered the key digests (tests/concurrency.py)."""
+start-up key check has registered the key digests (tests/support/concurrency.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.concurrency import Call, messages, outcomes, race, scalar, statuses
+from tests.support.concurrency import Call, messages, outcomes, race, scalar, statuses
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.usefixtures("keys_registered")]
 
