@@ -72,16 +72,18 @@ def register_extensions(app: Flask) -> None:
 def register_blueprints(app: Flask) -> None:
     from app.admin import bp as admin_bp
     from app.api import bp as api_bp
+    from app.api import docs_bp as api_docs_bp
     from app.auth import bp as auth_bp
+    from app.security import init_security
     from app.settings import bp as settings_bp
     from app.web import bp as web_bp
-    from app.web.security import init_security
 
     app.register_blueprint(web_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     app.register_blueprint(settings_bp, url_prefix="/settings")
     app.register_blueprint(api_bp, url_prefix="/api/experimental/chats")
+    app.register_blueprint(api_docs_bp, url_prefix="/api")
     init_security(app)
 
 
@@ -93,7 +95,7 @@ def register_rate_limits(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    from app.web.errors import init_errors
+    from app.errorhandlers import init_errors
 
     init_errors(app)
 

@@ -24,7 +24,7 @@ ALWAYS_SERVED = frozenset(("static", "web.healthz"))
 def run_startup_checks(app: Flask) -> None:
     """Stop the process with a clear message when the keys cannot read the database; defer the
     check to the first request when the database cannot be reached yet."""
-    from app.web.errors import is_database_unavailable
+    from app.errorhandlers import is_database_unavailable
 
     with app.app_context():
         try:
@@ -55,7 +55,7 @@ def _defer_key_check(app: Flask) -> None:
     def check_keys_once_reachable() -> None:
         if state.passed or request.endpoint in ALWAYS_SERVED:
             return
-        from app.web.errors import is_database_unavailable
+        from app.errorhandlers import is_database_unavailable
 
         with state.lock:
             if state.passed:

@@ -2,10 +2,9 @@ from flask import render_template, request
 
 from app.admin import bp
 from app.admin.forms import AuditFilterForm
+from app.pages import admin_required, page_args
 from app.services import audit
 from app.services.base import Page
-from app.web.pagination import page_args
-from app.web.views_helpers import admin_required
 
 
 @bp.route("/audit")

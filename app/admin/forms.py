@@ -2,7 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
-from app.web.forms import choices
+from app.pages import choices
 
 
 class UserCreateForm(FlaskForm):

@@ -11,17 +11,9 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from app.admin import bp
 from app.errors import DomainError, InvalidInput, NotFound
+from app.pages import EmptyForm, admin_required, current_actor, flash_key_test
 from app.services import key_testing, model_configs
 from app.services import providers as provider_service
-from app.web.forms import EmptyForm
-from app.web.views_helpers import admin_required, current_actor
-
-FLASH_CATEGORIES = {"ok": "success", "rate_limited": "warning"}
-
-
-def flash_result(outcome: key_testing.KeyTestResult, subject: str) -> None:
-    """Flash a test result: success for ok, a warning for rate limiting, an error otherwise."""
-    flash(f"{subject}: {outcome.message}", FLASH_CATEGORIES.get(outcome.result, "error"))
 
 
 @bp.route("/providers/<provider_id>/keys/<key_id>/test", methods=["POST"])
@@ -42,7 +34,7 @@ def test_provider_key(provider_id: str, key_id: str):
     except DomainError as error:
         flash(error.message, "error")
     else:
-        flash_result(outcome, f"Key {outcome.key_hint}")
+        flash_key_test(outcome, f"Key {outcome.key_hint}")
     return redirect(url_for("admin.provider_detail", provider_id=provider_id, _anchor="keys"), code=303)
 
 

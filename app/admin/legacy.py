@@ -13,12 +13,11 @@ from app.admin import bp
 from app.admin.legacy_forms import LegacyProviderCreateForm, LegacyProviderEditForm
 from app.errors import DomainError, NotFound
 from app.models import ChatProvider
+from app.pages import EmptyForm, admin_required, apply_error, confirmed_post, current_actor, or_404
 from app.services import legacy as service
 from app.services.legacy_migration import MigrationStopped, is_migrated, migrate_legacy
 from app.services.providers import POLICY_LABELS, TYPE_LABELS
 from app.services.resolution import legacy_key_policy
-from app.web.forms import EmptyForm
-from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 LABELS = {"type_labels": TYPE_LABELS, "policy_labels": POLICY_LABELS}
 

@@ -7,8 +7,8 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField
 from wtforms.validators import ValidationError
 
+from app.pages import choices
 from app.services.providers import TYPE_LABELS
-from app.web.forms import choices
 
 API_KEY_HELP = ("Stored encrypted and never shown again: only its last 4 characters appear in the list. "
                 "Not needed for AWS Bedrock, which uses the deployment's AWS credentials.")

@@ -10,12 +10,10 @@ from app.admin import bp
 from app.admin.model_config_forms import ModelConfigCreateForm, ModelConfigEditForm
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import AIProvider, ChatModelConfig
+from app.pages import EmptyForm, admin_required, apply_error, choices, confirmed_post, current_actor, or_404, page_args
 from app.services import model_configs as service
 from app.services.base import Page
 from app.services.providers import TYPE_LABELS
-from app.web.forms import EmptyForm, choices
-from app.web.pagination import page_args
-from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 
 def _provider_label(config: ChatModelConfig, provider: AIProvider | None) -> str:

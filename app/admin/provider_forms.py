@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField
 
+from app.pages import choices
 from app.services.providers import POLICY_LABELS, TYPE_LABELS
-from app.web.forms import choices
 
 NAME_HELP = "Lowercase letters, numbers and single hyphens, e.g. openai-eu. API clients and logs use it."
 DISPLAY_NAME_HELP = "What people see in model pickers. Leave empty to show the name."

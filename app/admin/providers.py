@@ -15,12 +15,10 @@ from app.admin import bp
 from app.admin.provider_forms import ProviderCreateForm, ProviderEditForm, ProviderKeyForm
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import AIProvider
+from app.pages import EmptyForm, admin_required, apply_error, confirmed_post, current_actor, or_404, page_args
 from app.services import key_testing, user_keys
 from app.services import providers as service
 from app.services.base import Page
-from app.web.forms import EmptyForm
-from app.web.pagination import page_args
-from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 LABELS = {"type_labels": service.TYPE_LABELS, "policy_labels": service.POLICY_LABELS,
           "relies_on_shared_key": service.relies_on_shared_key}

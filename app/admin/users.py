@@ -5,11 +5,9 @@ from flask import flash, redirect, render_template, url_for
 from app.admin import bp
 from app.admin.forms import UserCreateForm
 from app.errors import DomainError
+from app.pages import EmptyForm, admin_required, apply_error, confirmed_post, current_actor, or_404, page_args
 from app.services import users as user_service
 from app.services.base import Page, parse_uuid
-from app.web.forms import EmptyForm
-from app.web.pagination import page_args
-from app.web.views_helpers import admin_required, apply_error, confirmed_post, current_actor, or_404
 
 
 @bp.route("/users")

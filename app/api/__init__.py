@@ -1,8 +1,10 @@
-"""The JSON API at /api/experimental/chats: parse -> service -> dict."""
+"""The JSON API: `bp` at /api/experimental/chats (parse -> service -> dict), and `docs_bp` at
+/api, which serves the API's own description (/api/openapi.json) and its page (/api/docs)."""
 
 from flask import Blueprint
 
 bp = Blueprint("api", __name__)
+docs_bp = Blueprint("api_docs", __name__)
 
 # Route modules register themselves on `bp`; `auth` authenticates every one of them.
-from app.api import auth, key_tests, legacy, me, model_configs, providers, user_keys  # noqa: E402,F401
+from app.api import auth, docs, key_tests, legacy, me, model_configs, providers, user_keys  # noqa: E402,F401

@@ -12,6 +12,7 @@ from typing import Literal
 from flask import current_app, g, request
 from flask_login import current_user
 
+from app.actors import request_actor
 from app.api import bp
 from app.errors import Forbidden, Unauthorized
 from app.extensions import csrf
@@ -64,14 +65,9 @@ def _resolve_actor() -> Actor | None:
         token = authenticate_token(credentials.strip())
         if token is None:
             raise Unauthorized()
-        if token.is_service:
-            return Actor(token=token, is_service=True, label=f"service token {token.prefix}",
-                         request_id=g.request_id, ip=request.remote_addr)
-        return Actor(user=token.user, token=token, label=token.user.email,
-                     request_id=g.request_id, ip=request.remote_addr)
+        return request_actor(token=token)
     if current_user.is_authenticated:
         if request.method not in SAFE_METHODS:
             csrf.protect()
-        return Actor(user=current_user._get_current_object(), label=current_user.email,
-                     request_id=g.request_id, ip=request.remote_addr)
+        return request_actor(current_user._get_current_object())
     return None

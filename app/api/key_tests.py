@@ -13,12 +13,9 @@ from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
-from app.api.util import Body, parse_body
+from app.api.schemas import NoBody
+from app.api.util import parse_body
 from app.services import key_testing
-
-
-class NoBody(Body):
-    """These routes take no body; one that is sent may not carry fields."""
 
 
 def _refuse_fields() -> None:

@@ -8,51 +8,10 @@ from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
-from app.api.schemas import UserKeyBody
-from app.api.util import Body, listing, page_from_args, parse_body, timestamp
-from app.models import ChatProvider
+from app.api.schemas import LegacyProviderCreate, LegacyProviderUpdate, UserKeyBody
+from app.api.serializers import legacy_provider_dict, legacy_user_config_dict
+from app.api.util import listing, page_from_args, parse_body
 from app.services import legacy
-
-
-class LegacyProviderUpdate(Body):
-    display_name: str | None = None
-    enabled: bool | None = None
-    base_url: str | None = None
-    central_api_key_enabled: bool | None = None
-    allow_user_api_key: bool | None = None
-    allow_central_api_key_fallback: bool | None = None
-    api_key: str | None = None
-
-
-class LegacyProviderCreate(LegacyProviderUpdate):
-    # Optional in shape so that a missing or null type gets the service's "Invalid provider."
-    provider: str | None = None
-
-
-def provider_dict(provider: ChatProvider) -> dict:
-    return {
-        "id": str(provider.id),
-        "provider": provider.provider,
-        "display_name": legacy.display_name(provider),
-        "enabled": provider.enabled,
-        "base_url": provider.base_url,
-        "has_api_key": legacy.has_api_key(provider),
-        "central_api_key_enabled": provider.central_api_key_enabled,
-        "allow_user_api_key": provider.allow_user_api_key,
-        "allow_central_api_key_fallback": provider.allow_central_api_key_fallback,
-        "created_at": timestamp(provider.created_at),
-        "updated_at": timestamp(provider.updated_at),
-    }
-
-
-def user_config_dict(config: legacy.UserProviderConfig) -> dict:
-    return {
-        "provider_id": str(config.provider.id),
-        "provider": config.provider.provider,
-        "display_name": legacy.display_name(config.provider),
-        "has_user_api_key": config.has_user_api_key,
-        "has_central_api_key_fallback": config.has_central_api_key_fallback,
-    }
 
 
 @bp.get("/providers")
@@ -61,7 +20,7 @@ def user_config_dict(config: legacy.UserProviderConfig) -> dict:
 def list_legacy_providers():
     """Every legacy chat provider, ordered by type."""
     providers, total = legacy.list_providers(page_from_args())
-    return listing([provider_dict(p) for p in providers], total)
+    return listing([legacy_provider_dict(p) for p in providers], total)
 
 
 @bp.post("/providers")
@@ -71,7 +30,7 @@ def create_legacy_provider():
     """:raise 400: invalid provider, policy or key. :raise 409: one of this type exists."""
     body, _ = parse_body(LegacyProviderCreate)
     provider = legacy.create_provider(actor(), **body.model_dump())
-    return jsonify(provider_dict(provider)), 201
+    return jsonify(legacy_provider_dict(provider)), 201
 
 
 @bp.patch("/providers/<provider_id>")
@@ -81,7 +40,7 @@ def update_legacy_provider(provider_id: str):
     """:raise 404: "Chat provider not found." """
     body, sent = parse_body(LegacyProviderUpdate)
     provider = legacy.update_provider(actor(), provider_id, body.model_dump(include=sent))
-    return jsonify(provider_dict(provider))
+    return jsonify(legacy_provider_dict(provider))
 
 
 @bp.delete("/providers/<provider_id>")
@@ -99,7 +58,7 @@ def delete_legacy_provider(provider_id: str):
 def list_user_provider_configs():
     """The caller's view of the legacy providers they may bring a key for."""
     configs, total = legacy.list_user_configs(actor().user_id, page_from_args())
-    return listing([user_config_dict(c) for c in configs], total)
+    return listing([legacy_user_config_dict(c) for c in configs], total)
 
 
 @bp.put("/user-provider-configs/<provider_id>")
@@ -113,7 +72,7 @@ def put_user_provider_config(provider_id: str):
     :raise 404: no such provider.
     """
     config = legacy.set_user_key(actor(), provider_id, lambda: parse_body(UserKeyBody)[0].api_key)
-    return jsonify(user_config_dict(config))
+    return jsonify(legacy_user_config_dict(config))
 
 
 @bp.delete("/user-provider-configs/<provider_id>")

@@ -2,83 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import jsonify
 
 from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
-from app.api.util import Body, listing, page_from_args, parse_body, timestamp
-from app.models import ChatModelConfig
+from app.api.schemas import CredentialsRequest, ModelConfigCreate, ModelConfigUpdate
+from app.api.serializers import model_config_dict, resolution_dict
+from app.api.util import listing, page_from_args, parse_body
 from app.services import model_configs as service
 from app.services import resolution as resolution_service
-from app.services.resolution import Resolution
-
-
-class _ModelConfigFields(Body):
-    # Required fields are optional and numbers/options untyped here: the service checks them and
-    # answers with the SPEC's own messages. On update, `ai_provider_id` and `provider` are
-    # accepted (of any type) so the service can say they cannot change.
-    ai_provider_id: Any = None
-    provider: Any = None
-    model: str | None = None
-    display_name: str | None = None
-    enabled: bool | None = None
-    is_default: bool | None = None
-    context_limit: Any = None
-    compression_threshold: Any = None
-    options: Any = None
-
-
-class ModelConfigCreate(_ModelConfigFields):
-    ai_provider_id: str | None = None
-    provider: str | None = None
-
-
-class ModelConfigUpdate(_ModelConfigFields):
-    pass
-
-
-class CredentialsRequest(Body):
-    user_id: str
-    model_config_id: str
-
-
-def model_config_dict(config: ChatModelConfig) -> dict:
-    return {
-        "id": str(config.id),
-        "ai_provider_id": str(config.ai_provider_id) if config.ai_provider_id else None,
-        "provider": config.provider,
-        "model": config.model,
-        "display_name": config.display_name,
-        "enabled": config.enabled,
-        "is_default": config.is_default,
-        "context_limit": config.context_limit,
-        "compression_threshold": config.compression_threshold,
-        "options": config.options,
-        "created_at": timestamp(config.created_at),
-        "updated_at": timestamp(config.updated_at),
-    }
-
-
-def resolution_dict(resolution: Resolution) -> dict:
-    provider = resolution.provider
-    return {
-        "model_config_id": str(resolution.model_config_id),
-        "provider": None if provider is None else {
-            "id": str(provider.id),
-            "type": provider.type,
-            "name": provider.name,
-            "display_name": provider.display_name,
-            "enabled": provider.enabled,
-        },
-        "base_url": resolution.base_url,
-        "key_source": resolution.key_source,
-        "available": resolution.available,
-        "reason": resolution.reason,
-    }
 
 
 @bp.get("/model-configs")

@@ -13,21 +13,10 @@ from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
 from app.api.schemas import ProviderCreate, ProviderKeyCreate, ProviderUpdate
-from app.api.serializers import provider_dict
-from app.api.util import listing, page_from_args, parse_body, timestamp
-from app.models import AIProvider, AIProviderKey
+from app.api.serializers import key_dict, provider_dict
+from app.api.util import listing, page_from_args, parse_body
+from app.models import AIProvider
 from app.services import providers as service
-
-
-def key_dict(key: AIProviderKey) -> dict:
-    """A provider key as clients see it: never the key, only its hint."""
-    return {
-        "id": str(key.id),
-        "provider_id": str(key.provider_id),
-        "hint": key.hint,
-        "created_at": timestamp(key.created_at),
-        "updated_at": timestamp(key.updated_at),
-    }
 
 
 def _with_facts(provider: AIProvider) -> dict:

@@ -1,4 +1,4 @@
-"""Request bodies of the provider routes: shape only.
+"""Every request body of the JSON API: shape only.
 
 Every field is optional so that a missing or empty value reaches the service, which answers with
 the message of the spec (a missing `type` is "Invalid AI provider type.", a missing `api_key` is
@@ -8,6 +8,8 @@ routes (AI providers and legacy chat providers).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from app.api.util import Body
 
@@ -38,3 +40,51 @@ class UserKeyBody(Body):
 
 class ProviderKeyCreate(Body):
     api_key: str | None = None
+
+
+class _ModelConfigFields(Body):
+    # Required fields are optional and numbers/options untyped here: the service checks them and
+    # answers with the SPEC's own messages. On update, `ai_provider_id` and `provider` are
+    # accepted (of any type) so the service can say they cannot change.
+    ai_provider_id: Any = None
+    provider: Any = None
+    model: str | None = None
+    display_name: str | None = None
+    enabled: bool | None = None
+    is_default: bool | None = None
+    context_limit: Any = None
+    compression_threshold: Any = None
+    options: Any = None
+
+
+class ModelConfigCreate(_ModelConfigFields):
+    ai_provider_id: str | None = None
+    provider: str | None = None
+
+
+class ModelConfigUpdate(_ModelConfigFields):
+    pass
+
+
+class CredentialsRequest(Body):
+    user_id: str
+    model_config_id: str
+
+
+class LegacyProviderUpdate(Body):
+    display_name: str | None = None
+    enabled: bool | None = None
+    base_url: str | None = None
+    central_api_key_enabled: bool | None = None
+    allow_user_api_key: bool | None = None
+    allow_central_api_key_fallback: bool | None = None
+    api_key: str | None = None
+
+
+class LegacyProviderCreate(LegacyProviderUpdate):
+    # Optional in shape so that a missing or null type gets the service's "Invalid provider."
+    provider: str | None = None
+
+
+class NoBody(Body):
+    """These routes take no body; one that is sent may not carry fields."""

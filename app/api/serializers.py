@@ -1,10 +1,14 @@
-"""Dicts for JSON responses that more than one route module shares."""
+"""Every response shape of the JSON API, as the dicts the views answer with (their OpenAPI models
+are in app/api/responses.py; in TESTING each answer is checked against them)."""
 
 from __future__ import annotations
 
 from app.api.util import timestamp
-from app.models import AIProvider
+from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider
+from app.services import legacy
 from app.services.providers import ProviderFacts, byok_enabled
+from app.services.resolution import Resolution
+from app.services.user_keys import UserKeyConfig
 
 
 def display_name(provider: AIProvider) -> str:
@@ -31,4 +35,86 @@ def provider_dict(provider: AIProvider, facts: ProviderFacts) -> dict:
         "has_provider_api_key": facts.has_provider_api_key,
         "created_at": timestamp(provider.created_at),
         "updated_at": timestamp(provider.updated_at),
+    }
+
+
+def key_dict(key: AIProviderKey) -> dict:
+    """A provider key as clients see it: never the key, only its hint."""
+    return {
+        "id": str(key.id),
+        "provider_id": str(key.provider_id),
+        "hint": key.hint,
+        "created_at": timestamp(key.created_at),
+        "updated_at": timestamp(key.updated_at),
+    }
+
+
+def model_config_dict(config: ChatModelConfig) -> dict:
+    return {
+        "id": str(config.id),
+        "ai_provider_id": str(config.ai_provider_id) if config.ai_provider_id else None,
+        "provider": config.provider,
+        "model": config.model,
+        "display_name": config.display_name,
+        "enabled": config.enabled,
+        "is_default": config.is_default,
+        "context_limit": config.context_limit,
+        "compression_threshold": config.compression_threshold,
+        "options": config.options,
+        "created_at": timestamp(config.created_at),
+        "updated_at": timestamp(config.updated_at),
+    }
+
+
+def resolution_dict(resolution: Resolution) -> dict:
+    provider = resolution.provider
+    return {
+        "model_config_id": str(resolution.model_config_id),
+        "provider": None if provider is None else {
+            "id": str(provider.id),
+            "type": provider.type,
+            "name": provider.name,
+            "display_name": provider.display_name,
+            "enabled": provider.enabled,
+        },
+        "base_url": resolution.base_url,
+        "key_source": resolution.key_source,
+        "available": resolution.available,
+        "reason": resolution.reason,
+    }
+
+
+def user_key_config_dict(config: UserKeyConfig) -> dict:
+    return {
+        "provider": provider_summary(config.provider),
+        "has_user_api_key": config.has_user_api_key,
+        "has_provider_api_key": config.has_provider_api_key,
+        "byok_enabled": config.byok_enabled,
+        "hint": config.hint,
+    }
+
+
+def legacy_provider_dict(provider: ChatProvider) -> dict:
+    return {
+        "id": str(provider.id),
+        "provider": provider.provider,
+        "display_name": legacy.display_name(provider),
+        "enabled": provider.enabled,
+        "base_url": provider.base_url,
+        "has_api_key": legacy.has_api_key(provider),
+        "central_api_key_enabled": provider.central_api_key_enabled,
+        "allow_user_api_key": provider.allow_user_api_key,
+        "allow_central_api_key_fallback": provider.allow_central_api_key_fallback,
+        "created_at": timestamp(provider.created_at),
+        "updated_at": timestamp(provider.updated_at),
+    }
+
+
+def legacy_user_config_dict(config: legacy.UserProviderConfig) -> dict:
+    return {
+        "provider_id": str(config.provider.id),
+        "provider": config.provider.provider,
+        "display_name": legacy.display_name(config.provider),
+        "has_user_api_key": config.has_user_api_key,
+        "has_central_api_key_fallback": config.has_central_api_key_fallback,
     }

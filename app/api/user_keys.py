@@ -9,20 +9,9 @@ from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
 from app.api.schemas import UserKeyBody
-from app.api.serializers import provider_summary
+from app.api.serializers import user_key_config_dict
 from app.api.util import listing, page_from_args, parse_body
 from app.services import user_keys
-from app.services.user_keys import UserKeyConfig
-
-
-def user_key_config_dict(config: UserKeyConfig) -> dict:
-    return {
-        "provider": provider_summary(config.provider),
-        "has_user_api_key": config.has_user_api_key,
-        "has_provider_api_key": config.has_provider_api_key,
-        "byok_enabled": config.byok_enabled,
-        "hint": config.hint,
-    }
 
 
 @bp.get("/user-ai-provider-keys")

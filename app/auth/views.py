@@ -8,10 +8,9 @@ from flask_login import current_user, login_required, login_user, logout_user
 from app.auth import bp
 from app.auth.forms import LoginForm, SetupForm
 from app.errors import DomainError, NotFound
+from app.pages import EmptyForm, apply_error, current_actor, safe_next
 from app.ratelimits import record_login_failure
 from app.services import users as user_service
-from app.web.forms import EmptyForm
-from app.web.views_helpers import apply_error, current_actor, safe_next
 
 
 @bp.route("/setup", methods=["GET", "POST"])

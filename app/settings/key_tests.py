@@ -9,12 +9,10 @@ from __future__ import annotations
 from flask import abort, flash, redirect, url_for
 from flask_login import login_required
 
-from app.admin.key_tests import flash_result
 from app.errors import DomainError
+from app.pages import EmptyForm, current_actor, flash_key_test
 from app.services import key_testing
 from app.settings import bp
-from app.web.forms import EmptyForm
-from app.web.views_helpers import current_actor
 
 
 @bp.route("/keys/<provider_id>/test", methods=["POST"])
@@ -31,5 +29,5 @@ def test_key(provider_id: str):
     except DomainError as error:
         flash(f"{error.message} {error.detail or ''}".strip(), "error")
     else:
-        flash_result(outcome, f"Your key for {outcome.provider_name}")
+        flash_key_test(outcome, f"Your key for {outcome.provider_name}")
     return redirect(url_for("settings.keys", _anchor=f"provider-{provider_id}"), code=303)

@@ -12,6 +12,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
 from app.errors import DomainError
+from app.pages import EmptyForm, apply_error, current_actor
 from app.services import user_keys
 from app.services.base import parse_uuid
 from app.services.key_testing import supports_testing
@@ -19,8 +20,6 @@ from app.services.providers import TYPE_LABELS
 from app.services.user_keys import UserKeyConfig
 from app.settings import bp
 from app.settings.key_forms import UserKeyForm
-from app.web.forms import EmptyForm
-from app.web.views_helpers import apply_error, current_actor
 
 KEY_SAVED = "Key saved"
 USING_SHARED_KEY = "Using shared key"

@@ -4,13 +4,12 @@ from flask import abort, flash, redirect, render_template, request, session, url
 from flask_login import current_user, login_required, login_user
 
 from app.errors import DomainError
+from app.pages import EmptyForm, apply_error, current_actor
 from app.services import tokens as token_service
 from app.services import users as user_service
 from app.services.base import parse_uuid
 from app.settings import bp
 from app.settings.forms import PasswordChangeForm, TokenCreateForm
-from app.web.forms import EmptyForm
-from app.web.views_helpers import apply_error, current_actor
 
 
 @bp.route("/tokens", methods=["GET", "POST"])

@@ -4,10 +4,10 @@ import sqlalchemy as sa
 from flask import jsonify, redirect, render_template, url_for
 from flask_login import current_user
 
+from app.errorhandlers import RETRY_AFTER_SECONDS, is_database_unavailable
 from app.extensions import db
 from app.services import users as user_service
 from app.web import bp
-from app.web.errors import RETRY_AFTER_SECONDS, is_database_unavailable
 
 
 @bp.route("/")

@@ -1,5 +1,7 @@
 """`GET /api/openapi.json` and `GET /api/docs`: the API's description and a page that renders it.
 
+They belong to the API package (its `docs_bp`, mounted at /api), beside the description they serve.
+
 Both are public (the description holds no data) and both come from the one document that
 `app.api.openapi.spec_for` builds, so the page cannot say something the JSON does not. The page is
 rendered on the server from the app's own template and stylesheet: no CDN, no script.
@@ -11,20 +13,20 @@ from typing import Any
 
 from flask import current_app, jsonify, render_template
 
+from app.api import docs_bp as bp
 from app.api.openapi import spec_for
-from app.web import bp
 
 METHOD_BADGES = {"get": "badge-ok", "post": "badge-neutral", "put": "badge-warn", "patch": "badge-warn",
                  "delete": "badge-danger"}
 
 
-@bp.get("/api/openapi.json")
+@bp.get("/openapi.json")
 def openapi_json():
     """The OpenAPI 3.1 description of every JSON route under /api/experimental/chats."""
     return jsonify(spec_for(current_app))
 
 
-@bp.get("/api/docs")
+@bp.get("/docs")
 def api_docs():
     """The same description as a page: operations by tag, their parameters, bodies, answers and schemas."""
     spec = spec_for(current_app)

@@ -1,33 +1,76 @@
-"""Helpers shared by the HTML blueprints: the acting party, admin guard, safe redirects,
-404 for a missing record, the confirm-on-GET / act-on-POST check, and turning domain errors
-into field errors."""
+"""Helpers shared by the HTML blueprints (auth, admin, settings, web): the acting party, the
+admin guard, safe redirects, 404 for a missing record, the confirm-on-GET / act-on-POST check,
+domain errors as field errors, POST-only buttons, select choices and page numbers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, flash, g, request
+from flask import abort, flash, request
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
+from app.actors import request_actor
 from app.errors import DomainError, InvalidInput, NotFound
 from app.services.base import Actor
+
+if TYPE_CHECKING:
+    from app.services.key_testing import KeyTestResult
 
 T = TypeVar("T")
 
 
 def current_actor() -> Actor:
     """The signed-in user (or nobody) as the Actor that services record in the audit log."""
-    user = current_user._get_current_object() if current_user.is_authenticated else None
-    return Actor(
-        user=user,
-        label=user.email if user else "anonymous",
-        request_id=getattr(g, "request_id", None),
-        ip=request.remote_addr,
-    )
+    return request_actor(current_user._get_current_object() if current_user.is_authenticated else None)
+
+
+class EmptyForm(FlaskForm):
+    """A form with only its CSRF token: for POST-only buttons (logout, delete, revoke)."""
+
+
+def choices(pairs):
+    """WTForms select options from (value, label) pairs."""
+    from wtforms import SelectChoice
+
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+@dataclass
+class PageArgs:
+    """Page numbers for a server-rendered list: `?page=N`, `per_page` rows a page."""
+
+    number: int
+    per_page: int
+    total: int = 0
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.per_page
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+
+def page_args(per_page: int = 50) -> PageArgs:
+    try:
+        number = max(1, min(int(request.args.get("page", 1)), 100000))
+    except ValueError:
+        number = 1
+    return PageArgs(number=number, per_page=per_page)
 
 
 def admin_required(view):
@@ -100,3 +143,11 @@ def _add(field, message: str) -> None:
     if isinstance(field.errors, tuple):
         field.errors = list(field.errors)
     field.errors.append(message)
+
+
+FLASH_CATEGORIES = {"ok": "success", "rate_limited": "warning"}
+
+
+def flash_key_test(outcome: KeyTestResult, subject: str) -> None:
+    """Flash a test result: success for ok, a warning for rate limiting, an error otherwise."""
+    flash(f"{subject}: {outcome.message}", FLASH_CATEGORIES.get(outcome.result, "error"))
