@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditEvent
 from app.models.crypto import EncryptionKey
+from app.models.groups import ACCESS_MODES, MEMBER_SOURCES, Group, GroupMember, ModelConfigGroup
 from app.models.legacy import ChatProvider, UserChatProviderKey
 from app.models.model_configs import ChatModelConfig
 from app.models.providers import (
@@ -14,7 +15,9 @@ from app.models.providers import (
 from app.models.users import ROLES, ApiToken, User, UserSession
 
 __all__ = [
+    "ACCESS_MODES",
     "KEY_POLICIES",
+    "MEMBER_SOURCES",
     "PROVIDER_TYPES",
     "ROLES",
     "AIProvider",
@@ -24,6 +27,9 @@ __all__ = [
     "ChatModelConfig",
     "ChatProvider",
     "EncryptionKey",
+    "Group",
+    "GroupMember",
+    "ModelConfigGroup",
     "User",
     "UserAIProviderKey",
     "UserChatProviderKey",

@@ -21,6 +21,7 @@ class ChatModelConfig(Base):
         sa.CheckConstraint("compression_threshold BETWEEN 0 AND 100", name="compression_threshold"),
         sa.CheckConstraint("deleted = (deleted_at IS NOT NULL)", name="deleted_at"),
         sa.CheckConstraint("NOT (deleted AND is_default)", name="deleted_default"),
+        sa.CheckConstraint("access IN ('everyone', 'groups')", name="access"),
         # At most one live default, enforced by the database on both backends.
         sa.Index(
             "uq_chat_model_configs_default", "is_default", unique=True,
@@ -54,6 +55,8 @@ class ChatModelConfig(Base):
     context_limit: Mapped[int] = mapped_column(default=128000)
     compression_threshold: Mapped[int] = mapped_column(default=70)
     options: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    # "everyone", or "groups": only members of the groups in model_config_groups (none: no one).
+    access: Mapped[str] = mapped_column(sa.String(16), default="everyone", server_default="everyone")
     created_by: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     updated_by: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
