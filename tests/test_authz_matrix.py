@@ -204,7 +204,7 @@ class Objects:
     def provider(self) -> dict:
         """An enabled provider served by the stub, user keys allowed, with a shared key, a model
         config on it, and member A's own key for it."""
-        from app.services import model_configs, providers, user_keys
+        from app.services import model_configs, provider_keys, providers, user_keys
 
         w = self.world
 
@@ -213,7 +213,7 @@ class Objects:
                 w.actor(), type="openai", name=f"p-{uuid.uuid4().hex[:10]}", base_url=w.stub.url + "/v1",
                 key_policy="user_preferred")
             shared_key = new_key("shared")
-            key = providers.add_key(w.actor(), provider.id, shared_key)
+            key = provider_keys.add_key(w.actor(), provider.id, shared_key)
             config = model_configs.create_config(w.actor(), ai_provider_id=provider.id, model=f"m-{uuid.uuid4().hex[:8]}")
             a_key = new_key("member-a")
             user_keys.upsert_user_key(w.actor("member_a"), provider.id, a_key)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AIProvider, AuditEvent, ChatModelConfig
-from app.services import key_testing, outbound, providers, user_keys
+from app.services import key_testing, outbound, provider_keys, providers, user_keys
 from app.services.base import Actor
 from tests.conftest import resolved_database_url
 from tests.support import is_postgres, login, new_key, post_form
@@ -87,7 +87,7 @@ def add_provider(app, admin, base_url: str, *, type: str = "openai-compat", keys
         secrets = [new_key(f"{name}-{i}") for i in range(keys)]
         rows = []
         for secret in secrets:
-            rows.append(providers.add_key(actor, provider.id, secret))
+            rows.append(provider_keys.add_key(actor, provider.id, secret))
             time.sleep(0.002)  # distinct created_at: "oldest" is well defined
         return Setup(str(provider.id), [str(r.id) for r in rows], secrets, name)
 
@@ -306,7 +306,7 @@ def test_a_key_that_cannot_be_sent_in_a_header_is_invalid_without_a_call(fast, a
     with fast.app_context():
         actor = Actor.for_user(admin)
         provider = providers.create_provider(actor, type="openai", name="odd", base_url=server.url + "/v1")
-        key = providers.add_key(actor, provider.id, new_key() + "\u00e9")
+        key = provider_keys.add_key(actor, provider.id, new_key() + "\u00e9")
         pid, kid = provider.id, key.id
     body = admin_api.post(f"/ai-providers/{pid}/keys/{kid}/test").get_json()
     assert body["result"] == "invalid_key"

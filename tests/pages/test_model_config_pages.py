@@ -13,7 +13,7 @@ from tests.support import get_csrf, login, new_key, post_form
 
 def make_provider(app, name="openai-main", type="openai", key_policy="provider_only", keys=(), enabled=True,
                   display_name=None):
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -21,7 +21,7 @@ def make_provider(app, name="openai-main", type="openai", key_policy="provider_o
         provider = providers.create_provider(actor, type=type, name=name, key_policy=key_policy,
                                              display_name=display_name)
         for key in keys:
-            providers.add_key(actor, provider.id, key)
+            provider_keys.add_key(actor, provider.id, key)
         if not enabled:
             providers.update_provider(actor, provider.id, {"enabled": False})
         return provider.id
