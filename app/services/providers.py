@@ -30,6 +30,7 @@ from app.models import (
 from app.services import audit
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
 from app.services.base_urls import normalize_base_url
+from app.services.default_model import promote_default_if_missing
 from app.services.outbound import current_allowlist
 from app.services.text import check_text, clean_text
 
@@ -302,8 +303,6 @@ def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
 
     :raise NotFound: missing or already deleted.
     """
-    from app.services.model_configs import promote_default_if_missing
-
     pid = parse_uuid(provider_id)
     with transaction():
         provider = lock_live(pid)

@@ -57,8 +57,9 @@ from app.models import (
 )
 from app.services import audit, secrets
 from app.services.base import Actor, byok_allowed, parse_uuid, transaction
+from app.services.config_queries import enabled_set_query
 from app.services.legacy import central_key_available, display_name
-from app.services.model_configs import CONFIG_NOT_FOUND, enabled_set_query, get_config
+from app.services.model_configs import CONFIG_NOT_FOUND, get_config
 
 KEY_SOURCES = ("user", "provider")
 REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled")

@@ -474,6 +474,40 @@ def test_provider_deletion_soft_deletes_its_configs_and_promotes_a_default(app, 
     assert admin_api.get(f"/model-configs/{a['id']}").status_code == 404
 
 
+def test_promotion_prefers_a_config_people_can_use_over_an_older_one_on_a_disabled_provider(app, admin_api):
+    """SPEC section 6, "Default promotion": the enabled set first, then other enabled configs,
+    then the rest; the oldest within each."""
+    switched_off = make_provider(app, "switched-off")
+    on = make_provider(app, "on", type="anthropic")
+    default = create(admin_api, on, "default-model")
+    older_on_disabled_provider = create(admin_api, switched_off, "older")
+    newer_disabled = create(admin_api, on, "newer-but-disabled", enabled=False)
+    usable = create(admin_api, on, "newest-usable")
+    assert admin_api.patch(f"/ai-providers/{switched_off}", json={"enabled": False}).status_code == 200
+
+    assert admin_api.delete(f"/model-configs/{default['id']}").status_code == 204
+    assert live_defaults(app) == [usable["id"]]
+    assert admin_api.get("/model-configs/enabled").get_json()[0]["id"] == usable["id"]
+
+    # Without a usable config, an enabled one (even on a disabled provider) beats a disabled config.
+    assert admin_api.delete(f"/model-configs/{usable['id']}").status_code == 204
+    assert live_defaults(app) == [older_on_disabled_provider["id"]]
+    assert admin_api.delete(f"/model-configs/{older_on_disabled_provider['id']}").status_code == 204
+    assert live_defaults(app) == [newer_disabled["id"]]
+
+
+def test_provider_deletion_promotes_a_usable_config_over_an_older_one_on_a_disabled_provider(app, admin_api):
+    doomed = make_provider(app, "doomed")
+    switched_off = make_provider(app, "switched-off", type="google")
+    on = make_provider(app, "on", type="anthropic")
+    create(admin_api, doomed, "default-model")
+    create(admin_api, switched_off, "older")
+    usable = create(admin_api, on, "newer")
+    assert admin_api.patch(f"/ai-providers/{switched_off}", json={"enabled": False}).status_code == 200
+    assert admin_api.delete(f"/ai-providers/{doomed}").status_code == 204
+    assert live_defaults(app) == [usable["id"]]
+
+
 def test_every_change_is_audited(app, admin_api, provider_id):
     a = create(admin_api, provider_id, "a")
     b = create(admin_api, provider_id, "b")

@@ -141,7 +141,7 @@ def seed(app) -> dict:
                       for pid, model in ((shared.id, "gpt-4o"), (preferred.id, "claude"), (user_only.id, "local"))]
         for user, pid in ((member, preferred.id), (member, user_only.id), (admin, user_only.id)):
             actor = Actor.for_user(db.session.get(type(member), user.id))
-            user_keys.upsert_user_key(actor, pid, lambda label=f"user-{pid}": key(label))
+            user_keys.upsert_user_key(actor, pid, key(f"user-{pid}"))
         chat = legacy.create_provider(system, provider="bedrock", display_name="Legacy", central_api_key_enabled=True,
                                       allow_user_api_key=True, allow_central_api_key_fallback=True,
                                       api_key=key("legacy"))
