@@ -136,6 +136,7 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("POST", "/admin/providers/<provider_id>/keys/<key_id>/test"): ADMIN_PAGE,
     ("GET", "/admin/providers/<provider_id>/discover"): ADMIN_PAGE,
     ("POST", "/admin/providers/<provider_id>/discover"): ADMIN_PAGE,
+    ("POST", "/admin/providers/<provider_id>/discover/config"): ADMIN_PAGE,
     ("GET", "/admin/model-configs"): ADMIN_PAGE,
     ("GET", "/admin/model-configs/new"): ADMIN_PAGE,
     ("POST", "/admin/model-configs/new"): ADMIN_PAGE,
@@ -330,7 +331,8 @@ FORM_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/admin/providers/<provider_id>/keys"): lambda o: {"api_key": new_key("page-shared")},
     ("POST", "/admin/providers/<provider_id>/keys/<key_id>/delete"): lambda o: {},
     ("POST", "/admin/providers/<provider_id>/keys/<key_id>/test"): lambda o: {},
-    ("POST", "/admin/providers/<provider_id>/discover"): lambda o: {"model": STUB_MODELS[-1]},
+    ("POST", "/admin/providers/<provider_id>/discover"): lambda o: {},
+    ("POST", "/admin/providers/<provider_id>/discover/config"): lambda o: {"model": STUB_MODELS[-1]},
     ("POST", "/admin/model-configs/new"): lambda o: {
         "ai_provider_id": o.provider["id"], "model": f"m-{uuid.uuid4().hex[:8]}", "context_limit": "1000",
         "compression_threshold": "70", "options": "{}", "enabled": "y"},
