@@ -12,6 +12,7 @@ from app.models.providers import (
     AIProviderKey,
     UserAIProviderKey,
 )
+from app.models.sso import UserIdentity
 from app.models.users import ROLES, ApiToken, User, UserSession
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "User",
     "UserAIProviderKey",
     "UserChatProviderKey",
+    "UserIdentity",
     "UserSession",
 ]
