@@ -35,7 +35,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
 from joserfc.errors import BadSignatureError, ClaimError, JoseError
-from requests import RequestException
+from requests import JSONDecodeError, RequestException
 
 from app.actors import request_actor
 from app.auth import bp
@@ -83,11 +83,15 @@ def _metadata(client) -> dict[str, Any]:
     """The provider's discovery document, fetched once per process.
 
     :raise SsoFailure: provider_unreachable (nothing is kept, so the next sign-in tries again), or
-        provider_invalid (a document without the endpoints, or for another issuer: also not kept).
+        provider_invalid (not a JSON object, without the endpoints, or for another issuer: not kept
+        either).
     """
     try:
         metadata = client.load_server_metadata()
-    except (RequestException, ValueError):
+    except (JSONDecodeError, TypeError):  # an answer, but not a JSON object
+        client.server_metadata.clear()
+        raise SsoFailure("provider_invalid") from None
+    except RequestException:
         client.server_metadata.clear()
         raise SsoFailure("provider_unreachable") from None
     if any(not isinstance(metadata.get(name), str) for name in REQUIRED_METADATA) or \
@@ -179,6 +183,8 @@ def _verified_claims(client, started: dict) -> dict[str, Any]:
         raise SsoFailure("code_rejected") from None
     except JoseError as error:
         raise SsoFailure("invalid_token", check=_failed_check(error)) from None
+    except (ValueError, TypeError, KeyError):  # a token answer or key set that is not what OIDC says
+        raise SsoFailure("provider_invalid") from None
     claims = token.get("userinfo")
     if not claims:
         raise SsoFailure("invalid_token", check="id_token")
@@ -190,6 +196,8 @@ def _verified_claims(client, started: dict) -> dict[str, Any]:
         info = client.userinfo(token=token)
     except (RequestException, OAuthError):
         raise SsoFailure("provider_unreachable") from None
+    except (ValueError, TypeError):
+        raise SsoFailure("provider_invalid") from None
     if info.get("sub") != claims.get("sub"):
         raise SsoFailure("invalid_token", check="userinfo")
     return {**info, **claims}  # what the signed ID token says wins

@@ -147,17 +147,15 @@ def sign_in(raw_claims: Mapping[str, Any], actor: Actor) -> User:
     config = settings()
     try:
         claims = read_claims(raw_claims, config)
-        for attempt in range(2):
-            try:
-                with transaction():
-                    return _sign_in(claims, config, actor)
-            except _Raced:
-                if attempt:  # pragma: no cover - a second race on the same new person
-                    raise
+        try:
+            with transaction():
+                return _sign_in(claims, config, actor)
+        except _Raced:  # the same person's first sign-in in another browser won: find what it made
+            with transaction():
+                return _sign_in(claims, config, actor)
     except SsoFailure as refused:
         record_failure(actor, refused)
         raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def record_failure(actor: Actor, failure: SsoFailure) -> None:

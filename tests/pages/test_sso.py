@@ -393,7 +393,7 @@ def memberships(app, email: str) -> dict[str, str]:
         .join(User, User.id == GroupMember.user_id).where(User.email == email)).all()))
 
 
-def test_the_groups_claim_adds_and_removes_sso_memberships_and_leaves_manual_ones(sso_app, member, person):
+def test_the_groups_claim_adds_and_removes_sso_memberships_and_leaves_manual_ones(sso_app, relay, member, person):
     from app.models import Group
 
     eng, ops, design = (make_group(sso_app, n) for n in ("eng", "ops", "design"))
@@ -415,11 +415,14 @@ def test_the_groups_claim_adds_and_removes_sso_memberships_and_leaves_manual_one
     removed = audit(sso_app, "group.member_remove")
     assert [(e["group"], e["source"]) for e in removed] == [("eng", "sso")]
 
-    # No groups claim at all (the provider leaves it out for people without groups): no sso memberships.
+    # No groups claim at all (the provider leaves it out for people without groups): no sso
+    # memberships, once the userinfo endpoint has been asked too.
     person.update(sub, email=member.email, groups=["eng"])
     SsoBrowser(sso_app.test_client()).sign_in(sub)
+    assert relay.hits("/userinfo") == 0
     person.update(sub, email=member.email)
     SsoBrowser(sso_app.test_client()).sign_in(sub)
+    assert relay.hits("/userinfo") == 1
     assert memberships(sso_app, member.email) == {"ops": "manual", "design": "manual"}
 
 
