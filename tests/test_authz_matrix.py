@@ -104,6 +104,10 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("POST", "/logout"): PAGE,
     ("GET", "/setup"): (404, 404, 404, 404, 404),  # users exist: setup is over for everyone
     ("POST", "/setup"): (404, 404, 404, 404, 404),
+    # Single sign-on is not configured in this app: its routes are not there for anyone
+    # (tests/pages/test_sso.py covers them with SSO on).
+    ("GET", "/auth/oidc/login"): (404, 404, 404, 404, 404),
+    ("GET", "/auth/oidc/callback"): (404, 404, 404, 404, 404),
     # --- the signed-in user's own pages
     ("GET", "/models"): PAGE,
     ("GET", "/settings/keys"): PAGE,

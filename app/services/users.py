@@ -164,6 +164,15 @@ def _open_session(user: User) -> str:
     return session_id
 
 
+def start_session(user: User) -> str:
+    """Sign `user` in, inside the caller's transaction (the user's row locked): their ended
+    sessions are removed and a new one is opened; returns its id for the cookie. Every way of
+    signing in (password, single sign-on) goes through here."""
+    db.session.execute(sa.delete(UserSession).where(UserSession.user_id == user.id,
+                                                    UserSession.created_at < _session_cutoff()))
+    return _open_session(user)
+
+
 def _record_failed_sign_in(actor: Actor, user_id: uuid.UUID | None, email: str) -> None:
     """Audit a failed sign-in (inside the caller's transaction): the account when the input named
     one, else the input only when it has the shape of an email, so that a password typed into the
@@ -203,9 +212,7 @@ def sign_in(email: str, password: str, actor: Actor) -> User | None:
                 return None
             if new_hash is not None:
                 user.password_hash = new_hash
-            db.session.execute(sa.delete(UserSession).where(UserSession.user_id == user.id,
-                                                            UserSession.created_at < _session_cutoff()))
-            session_id = _open_session(user)
+            session_id = start_session(user)
             audit.record(Actor.for_user(user, request_id=actor.request_id, ip=actor.ip), "auth.login", "user", user.id)
         user.current_session_id = session_id
         return user
@@ -273,7 +280,7 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> str:
     raise wrong
 
 
-def _locked_active_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
+def lock_user_and_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
     """Lock the target user and every active administrator in one statement, in id order, and
     return (the target, how many active administrators there are).
 
@@ -300,18 +307,28 @@ def set_role(actor: Actor, user_id: uuid.UUID, role: str) -> User:
     :raise Conflict: the last active administrator would lose the role.
     """
     with transaction():
-        user, admins = _locked_active_admins(user_id)
+        user, admins = lock_user_and_admins(user_id)
         if user is None:
             raise NotFound("User not found.")
         if role not in ("admin", "member"):
             raise InvalidInput("Invalid role.", validations=[Validation("role", "Choose admin or member.")])
-        if user.role != role:
-            if user.role == "admin" and user.active and admins <= 1:
-                raise Conflict("The last administrator cannot lose that role.")
-            user.role = role
-            _end_sessions(user.id)
-            audit.record(actor, "user.role_change", "user", user.id, role=role)
+        change_role(actor, user, role, admins)
     return user
+
+
+def change_role(actor: Actor, user: User, role: str, active_admins: int) -> None:
+    """Give `user` the role `role` inside the caller's transaction, where `lock_user_and_admins`
+    locked the user and counted `active_admins`. Their sessions end so the new role applies at once.
+
+    :raise Conflict: the last active administrator would lose the role (nothing is changed).
+    """
+    if user.role == role:
+        return
+    if user.role == "admin" and user.active and active_admins <= 1:
+        raise Conflict("The last administrator cannot lose that role.")
+    user.role = role
+    _end_sessions(user.id)
+    audit.record(actor, "user.role_change", "user", user.id, role=role)
 
 
 def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
@@ -322,7 +339,7 @@ def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
         themselves (an administrator cannot lock themselves out by mistake).
     """
     with transaction():
-        user, admins = _locked_active_admins(user_id)
+        user, admins = lock_user_and_admins(user_id)
         if user is None:
             raise NotFound("User not found.")
         if not user.active:
