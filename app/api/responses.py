@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from app.models import KEY_POLICIES, PROVIDER_TYPES, ROLES
+from app.models import KEY_POLICIES, MEMBER_SOURCES, PROVIDER_TYPES, ROLES
 from app.services.resolution import KEY_SOURCES, REASONS
 
 ProviderType = Literal[PROVIDER_TYPES]  # type: ignore[valid-type]
@@ -26,6 +26,7 @@ KeyPolicy = Literal[KEY_POLICIES]  # type: ignore[valid-type]
 Role = Literal[ROLES]  # type: ignore[valid-type]
 KeySource = Literal[KEY_SOURCES]  # type: ignore[valid-type]
 Reason = Literal[REASONS]  # type: ignore[valid-type]
+MemberSource = Literal[MEMBER_SOURCES]  # type: ignore[valid-type]
 # SPEC section 6a; the same tuple as app.services.key_testing.RESULTS (tests/test_openapi.py checks).
 KeyTestOutcome = Literal["ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response"]
 
@@ -105,6 +106,24 @@ class ModelConfig(Out):
     options: dict[str, Any]
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class Group(Out):
+    id: uuid.UUID
+    name: str
+    display_name: str = Field(description="Falls back to `name` when none was set.")
+    member_count: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class GroupMember(Out):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    source: MemberSource = Field(description="`manual`: added by an administrator; `sso`: by the identity "
+                                             "provider's groups claim, at sign-in.")
+    added_at: Timestamp
 
 
 class ResolutionProvider(Out):

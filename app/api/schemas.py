@@ -66,6 +66,19 @@ class ModelConfigUpdate(_ModelConfigFields):
     pass
 
 
+class _GroupFields(Body):
+    name: str | None = None
+    display_name: str | None = None
+
+
+class GroupCreate(_GroupFields):
+    pass
+
+
+class GroupUpdate(_GroupFields):
+    pass
+
+
 class CredentialsRequest(Body):
     user_id: str
     model_config_id: str

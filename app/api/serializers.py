@@ -4,8 +4,9 @@ are in app/api/responses.py; in TESTING each answer is checked against them)."""
 from __future__ import annotations
 
 from app.api.util import timestamp
-from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider
+from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider, Group
 from app.services import legacy
+from app.services.groups import GroupFacts, Member
 from app.services.providers import ProviderFacts, byok_enabled
 from app.services.resolution import Resolution
 from app.services.user_keys import UserKeyConfig
@@ -63,6 +64,27 @@ def model_config_dict(config: ChatModelConfig) -> dict:
         "options": config.options,
         "created_at": timestamp(config.created_at),
         "updated_at": timestamp(config.updated_at),
+    }
+
+
+def group_dict(group: Group, facts: GroupFacts) -> dict:
+    return {
+        "id": str(group.id),
+        "name": group.name,
+        "display_name": group.display_name or group.name,
+        "member_count": facts.member_count,
+        "created_at": timestamp(group.created_at),
+        "updated_at": timestamp(group.updated_at),
+    }
+
+
+def member_dict(member: Member) -> dict:
+    return {
+        "user_id": str(member.user_id),
+        "email": member.email,
+        "name": member.name,
+        "source": member.source,
+        "added_at": timestamp(member.added_at),
     }
 
 
