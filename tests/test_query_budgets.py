@@ -56,7 +56,7 @@ BUDGETS: dict[str, int] = {
     "GET /admin/providers": 4,
     "GET /admin/providers/{id}": 9,  # + the key in use (oldest_key) and who holds a user key (count, first 50)
     "GET /admin/model-configs": 3,
-    "GET /admin/users": 5,
+    "GET /admin/users": 6,  # + each listed user's groups (one query)
     "GET /settings/keys": 3,
     "GET /models": 4,
 }
