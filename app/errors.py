@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,14 @@ class Conflict(DomainError):
 class Unavailable(DomainError):
     status = 503
     default_message = "Service temporarily unavailable."
+
+
+def unwrap(value: T | DomainError) -> T:
+    """A value a front end parsed, or the error its parsing raised: raise that error here.
+
+    Lets a service refuse a malformed request body at the step of its rules where the SPEC puts
+    that refusal (after the checks that come first), without ever parsing the request itself.
+    """
+    if isinstance(value, DomainError):
+        raise value
+    return value

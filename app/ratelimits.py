@@ -40,7 +40,7 @@ PROVIDER_CALL_ENDPOINTS = (
     "api.test_user_key",
     "api.list_provider_models",
     "admin.test_provider_key",
-    "admin.discover_models",
+    "admin.run_discovery",
     "settings.test_key",
 )
 PROVIDER_CALL_SCOPE = "provider-calls"

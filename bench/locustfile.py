@@ -174,7 +174,7 @@ def _driver() -> None:
 
     from app import create_app
     from app.extensions import db
-    from app.services import model_configs, providers, tokens, user_keys, users
+    from app.services import model_configs, provider_keys, providers, tokens, user_keys, users
     from app.services.base import Actor
     from app.services.secrets import check_keys_against_database
 
@@ -197,7 +197,7 @@ def _driver() -> None:
                    for i in range(20)]
         for provider in created:
             for _ in range(2):
-                providers.add_key(system, provider.id, f"sk-load-{secrets.token_hex(16)}")
+                provider_keys.add_key(system, provider.id, f"sk-load-{secrets.token_hex(16)}")
         config_ids = [str(model_configs.create_config(system, ai_provider_id=p.id, model=f"model-{j}").id)
                       for p in created for j in range(2)]
         byok = [p for p in created if p.key_policy != "provider_only"]

@@ -157,6 +157,7 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("POST", "/admin/providers/<provider_id>/keys/<key_id>/test"): ADMIN_PAGE,
     ("GET", "/admin/providers/<provider_id>/discover"): ADMIN_PAGE,
     ("POST", "/admin/providers/<provider_id>/discover"): ADMIN_PAGE,
+    ("POST", "/admin/providers/<provider_id>/discover/config"): ADMIN_PAGE,
     ("GET", "/admin/model-configs"): ADMIN_PAGE,
     ("GET", "/admin/model-configs/new"): ADMIN_PAGE,
     ("POST", "/admin/model-configs/new"): ADMIN_PAGE,
@@ -225,7 +226,7 @@ class Objects:
     def provider(self) -> dict:
         """An enabled provider served by the stub, user keys allowed, with a shared key, a model
         config on it, and member A's own key for it."""
-        from app.services import model_configs, providers, user_keys
+        from app.services import model_configs, provider_keys, providers, user_keys
 
         w = self.world
 
@@ -234,7 +235,7 @@ class Objects:
                 w.actor(), type="openai", name=f"p-{uuid.uuid4().hex[:10]}", base_url=w.stub.url + "/v1",
                 key_policy="user_preferred")
             shared_key = new_key("shared")
-            key = providers.add_key(w.actor(), provider.id, shared_key)
+            key = provider_keys.add_key(w.actor(), provider.id, shared_key)
             config = model_configs.create_config(w.actor(), ai_provider_id=provider.id, model=f"m-{uuid.uuid4().hex[:8]}")
             a_key = new_key("member-a")
             user_keys.upsert_user_key(w.actor("member_a"), provider.id, a_key)
@@ -380,7 +381,8 @@ FORM_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/admin/providers/<provider_id>/keys"): lambda o: {"api_key": new_key("page-shared")},
     ("POST", "/admin/providers/<provider_id>/keys/<key_id>/delete"): lambda o: {},
     ("POST", "/admin/providers/<provider_id>/keys/<key_id>/test"): lambda o: {},
-    ("POST", "/admin/providers/<provider_id>/discover"): lambda o: {"model": STUB_MODELS[-1]},
+    ("POST", "/admin/providers/<provider_id>/discover"): lambda o: {},
+    ("POST", "/admin/providers/<provider_id>/discover/config"): lambda o: {"model": STUB_MODELS[-1]},
     ("POST", "/admin/model-configs/new"): lambda o: {
         "ai_provider_id": o.provider["id"], "model": f"m-{uuid.uuid4().hex[:8]}", "context_limit": "1000",
         "compression_threshold": "70", "options": "{}", "enabled": "y"},

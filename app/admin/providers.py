@@ -16,7 +16,7 @@ from app.admin.provider_forms import ProviderCreateForm, ProviderEditForm, Provi
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import AIProvider
 from app.pages import EmptyForm, admin_required, apply_error, confirmed_post, current_actor, or_404, page_args
-from app.services import key_testing, user_keys
+from app.services import key_testing, provider_keys, user_keys
 from app.services import providers as service
 from app.services.base import Page
 
@@ -74,8 +74,8 @@ def provider_detail(provider_id: str):
 def _render_detail(provider: AIProvider, key_form: ProviderKeyForm, status: int = 200):
     """The page: keys (the one in use marked), what depends on it, and who holds a key of their own
     (email, name and when they saved it; never the key or its hint)."""
-    keys = service.list_keys(provider.id)
-    in_use = service.oldest_key(provider.id)
+    keys = provider_keys.list_keys(provider.id)
+    in_use = provider_keys.oldest_key(provider.id)
     return render_template("admin/providers/detail.html", provider=provider, keys=keys, facts=_facts(provider),
                            in_use_key_id=in_use.id if in_use else None,
                            testable=key_testing.supports_testing(provider.type),
@@ -129,7 +129,7 @@ def add_provider_key(provider_id: str):
     form = ProviderKeyForm()
     if form.validate_on_submit():
         try:
-            key = service.add_key(current_actor(), provider.id, form.api_key.data)
+            key = provider_keys.add_key(current_actor(), provider.id, form.api_key.data)
         except NotFound:
             abort(404)
         except DomainError as error:
@@ -148,19 +148,19 @@ def delete_provider_key(provider_id: str, key_id: str):
     form = EmptyForm()
     if confirmed_post(form):
         try:
-            service.delete_key(current_actor(), provider_id, key_id)
+            provider_keys.delete_key(current_actor(), provider_id, key_id)
         except InvalidInput:
             abort(404)
         except NotFound as error:
-            if error.message != service.KEY_NOT_FOUND:
+            if error.message != provider_keys.KEY_NOT_FOUND:
                 abort(404)
             flash("That key no longer exists here; nothing was deleted.", "info")
         else:
             flash("Key deleted. Its encrypted copy is gone from the database.", "success")
         return redirect(_detail_url(provider_id, "#keys"), code=303)
-    key = or_404(service.get_key, provider_id, key_id)
+    key = or_404(provider_keys.get_key, provider_id, key_id)
     provider = service.get_provider(key.provider_id)
-    keys = service.list_keys(provider.id)
+    keys = provider_keys.list_keys(provider.id)
     return render_template("admin/providers/key_delete.html", provider=provider, key=key, form=form,
                            key_count=len(keys), in_use=keys[0].id == key.id, **LABELS)
 

@@ -10,7 +10,7 @@ from app.api.auth import access, actor
 from app.api.openapi import doc
 from app.api.schemas import LegacyProviderCreate, LegacyProviderUpdate, UserKeyBody
 from app.api.serializers import legacy_provider_dict, legacy_user_config_dict
-from app.api.util import listing, page_from_args, parse_body
+from app.api.util import listing, page_from_args, parse_body, sent_field
 from app.services import legacy
 
 
@@ -71,7 +71,7 @@ def put_user_provider_config(provider_id: str):
     :raise 403: BYOK off. :raise 400: malformed id, disabled or not allowed, bad body or key.
     :raise 404: no such provider.
     """
-    config = legacy.set_user_key(actor(), provider_id, lambda: parse_body(UserKeyBody)[0].api_key)
+    config = legacy.set_user_key(actor(), provider_id, sent_field(UserKeyBody, "api_key"))
     return jsonify(legacy_user_config_dict(config))
 
 

@@ -10,7 +10,8 @@ from app.api.auth import access, actor
 from app.api.openapi import doc
 from app.api.schemas import CredentialsRequest, ModelConfigCreate, ModelConfigUpdate
 from app.api.serializers import model_config_dict, resolution_dict
-from app.api.util import listing, page_from_args, parse_body
+from app.api.util import listing, page_from_args, parse_body, try_parse_body
+from app.errors import DomainError
 from app.services import model_configs as service
 from app.services import resolution as resolution_service
 
@@ -90,10 +91,7 @@ def hand_out_credentials():
     :raise 400: a bad body or malformed id. :raise 404: unknown or deactivated user, unknown
     config. :raise 409: the stored key cannot be decrypted with the configured keys.
     """
-    resolution, api_key = resolution_service.hand_out_request(actor(), _credentials_request)
+    parsed = try_parse_body(CredentialsRequest)
+    ask = parsed if isinstance(parsed, DomainError) else (parsed[0].user_id, parsed[0].model_config_id)
+    resolution, api_key = resolution_service.hand_out_credentials(actor(), ask)
     return jsonify({**resolution_dict(resolution), "api_key": api_key})
-
-
-def _credentials_request() -> tuple[str, str]:
-    body, _ = parse_body(CredentialsRequest)
-    return body.user_id, body.model_config_id

@@ -16,6 +16,7 @@ from app.api.schemas import ProviderCreate, ProviderKeyCreate, ProviderUpdate
 from app.api.serializers import key_dict, provider_dict
 from app.api.util import listing, page_from_args, parse_body
 from app.models import AIProvider
+from app.services import provider_keys
 from app.services import providers as service
 
 
@@ -76,7 +77,7 @@ def delete_ai_provider(provider_id: str):
 @doc("List a provider's keys", responses={200: list[out.ProviderKey]}, paged=True)
 def list_ai_provider_keys(provider_id: str):
     """The provider's keys (hints only), oldest first. :raise 404: unknown provider."""
-    keys, total = service.page_keys(provider_id, page_from_args())
+    keys, total = provider_keys.page_keys(provider_id, page_from_args())
     return listing([key_dict(k) for k in keys], total)
 
 
@@ -86,7 +87,7 @@ def list_ai_provider_keys(provider_id: str):
 def create_ai_provider_key(provider_id: str):
     """Store a key (encrypted); the answer shows only its hint. :raise 400: :raise 404: :raise 409: duplicate."""
     body, _ = parse_body(ProviderKeyCreate)
-    key = service.add_key(actor(), provider_id, body.api_key)
+    key = provider_keys.add_key(actor(), provider_id, body.api_key)
     return jsonify(key_dict(key)), 201
 
 
@@ -95,5 +96,5 @@ def create_ai_provider_key(provider_id: str):
 @doc("Delete a provider key", responses={204: None})
 def delete_ai_provider_key(provider_id: str, key_id: str):
     """:raise 404: "AI provider key not found." when missing or it belongs to another provider."""
-    service.delete_key(actor(), provider_id, key_id)
+    provider_keys.delete_key(actor(), provider_id, key_id)
     return "", 204

@@ -10,7 +10,7 @@ from app.api.auth import access, actor
 from app.api.openapi import doc
 from app.api.schemas import UserKeyBody
 from app.api.serializers import user_key_config_dict
-from app.api.util import listing, page_from_args, parse_body
+from app.api.util import listing, page_from_args, sent_field
 from app.services import user_keys
 
 
@@ -33,7 +33,7 @@ def put_user_key(provider_id: str):
     :raise 403: BYOK is disabled. :raise 400: malformed id, disabled provider, provider that
     does not allow user keys, bad body or key. :raise 404: no live provider.
     """
-    config = user_keys.upsert_user_key(actor(), provider_id, lambda: parse_body(UserKeyBody)[0].api_key)
+    config = user_keys.upsert_user_key(actor(), provider_id, sent_field(UserKeyBody, "api_key"))
     return jsonify(user_key_config_dict(config))
 
 

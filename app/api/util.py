@@ -47,6 +47,21 @@ def parse_body(schema: type[M], *, optional: bool = False) -> tuple[M, set[str]]
     return model, set(model.model_fields_set)
 
 
+def try_parse_body(schema: type[M]) -> tuple[M, set[str]] | InvalidInput:
+    """`parse_body`, with its error returned instead of raised: for the routes whose service
+    refuses a bad body at a later step of the SPEC's order of checks (see `app.errors.unwrap`)."""
+    try:
+        return parse_body(schema)
+    except InvalidInput as error:
+        return error
+
+
+def sent_field(schema: type[BaseModel], field: str) -> Any:
+    """One field of the body as sent, or the `InvalidInput` that parsing the body raised."""
+    parsed = try_parse_body(schema)
+    return parsed if isinstance(parsed, InvalidInput) else getattr(parsed[0], field)
+
+
 def _is_json_object() -> bool:
     """Whether the body is a JSON object to Flask's decoder (any content type). Asked only once
     validation has failed, to tell a body that is no JSON object from one with a bad field (a

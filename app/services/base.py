@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import InvalidInput, Unauthorized, Validation
+from app.errors import Forbidden, InvalidInput, Unauthorized, Validation
 from app.extensions import db
 from app.models import User
 
@@ -47,6 +48,27 @@ class Actor:
     @classmethod
     def for_user(cls, user: User, **kw: Any) -> Actor:
         return cls(user=user, label=user.email, **kw)
+
+
+BYOK_DISABLED = "BYOK is disabled."
+
+
+def byok_allowed() -> bool:
+    """The deployment-wide switch for users' own keys (`ALLOW_BYOK`); the one place it is read."""
+    return bool(current_app.config["ALLOW_BYOK"])
+
+
+def require_byok() -> None:
+    """:raise Forbidden: "BYOK is disabled." when the deployment turned users' own keys off."""
+    if not byok_allowed():
+        raise Forbidden(BYOK_DISABLED)
+
+
+def caller_id(actor: Actor) -> uuid.UUID:
+    """The acting user's id. :raise Forbidden: a service token or the CLI (no user acts)."""
+    if actor.user_id is None:
+        raise Forbidden()
+    return actor.user_id
 
 
 @contextmanager

@@ -48,8 +48,9 @@ from app.crypto import DecryptionError
 from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from app.extensions import db
 from app.models import AIProvider, AIProviderKey, ChatModelConfig, UserAIProviderKey
-from app.services import audit, outbound, providers, secrets, user_keys
-from app.services.base import Actor, parse_uuid, transaction
+from app.services import audit, outbound, provider_keys, providers, secrets, user_keys
+from app.services.base import Actor, parse_uuid, require_byok, transaction
+from app.services.own_keys import check_accepts_keys
 from app.services.resolution import UNREADABLE_KEY, UNREADABLE_KEY_DETAIL
 
 RESULTS = ("ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response")
@@ -121,7 +122,7 @@ def test_provider_key(actor: Actor, provider_id: Any, key_id: Any) -> KeyTestRes
         sa.select(AIProviderKey).where(AIProviderKey.id == kid, AIProviderKey.provider_id == pid)
     ).scalar_one_or_none()
     if key is None:
-        raise NotFound(providers.KEY_NOT_FOUND)
+        raise NotFound(provider_keys.KEY_NOT_FOUND)
     call = _prepare(provider, _open(key), purpose="test")
     hint = key.hint
     _release_session(actor)
@@ -142,13 +143,10 @@ def test_user_key(actor: Actor, provider_id: Any) -> KeyTestResult:
     """
     if actor.user is None or actor.is_service:
         raise Forbidden()
-    user_keys.require_byok()
+    require_byok()
     pid = parse_uuid(provider_id, field="provider_id")
-    provider = providers.get_provider(pid)
-    if not provider.enabled:
-        raise InvalidInput(user_keys.PROVIDER_DISABLED)
-    if provider.key_policy == "provider_only":
-        raise InvalidInput(user_keys.USER_KEYS_NOT_ALLOWED)
+    kind = user_keys.AI_PROVIDER_KEYS
+    provider = check_accepts_keys(kind, db.session.execute(kind.provider_query(pid)).scalar_one_or_none())
     key = db.session.execute(
         sa.select(UserAIProviderKey).where(UserAIProviderKey.user_id == actor.user_id,
                                            UserAIProviderKey.ai_provider_id == pid)
@@ -175,7 +173,7 @@ def discover_models(actor: Actor, provider_id: Any) -> list[str]:
     _require_admin(actor)
     pid = parse_uuid(provider_id)
     provider = providers.get_provider(pid)
-    key = providers.oldest_key(pid)
+    key = provider_keys.oldest_key(pid)
     if key is None:
         raise InvalidInput(NO_PROVIDER_KEY, detail="Add an API key to this provider to discover its models.")
     call = _prepare(provider, _open(key), purpose="models")

@@ -26,7 +26,7 @@ from app.extensions import db
 from app.models import ChatProvider, EncryptionKey
 from app.services import audit
 from app.services.base import Actor, transaction
-from app.services.secrets import SECRET_COLUMNS, SecretColumn, ensure_key_registered, keyring
+from app.services.secrets import SECRET_COLUMNS, SecretColumn, ensure_key_registered, keyring, open_with, reseal
 
 DEFAULT_BATCH_SIZE = 500
 # Unreadable rows are named one by one; past this many only the count goes on growing, so a
@@ -250,7 +250,6 @@ def _rotate_batch(
     skip_locked: bool,
 ) -> tuple[int, list[Any]]:
     """Re-encrypt the rows of `ids` still not under `primary`; return (re-encrypted, skipped ids)."""
-    ring = keyring()
     table = spec.model.__table__
     id_col = spec.model.id
     digest_col = _digest_col(spec)
@@ -270,13 +269,11 @@ def _rotate_batch(
             skipped = []
         updates = []
         for row in rows:
-            aad = spec.aad(row)
             try:
-                plaintext = ring.decrypt(getattr(row, spec.ciphertext_attr), getattr(row, spec.digest_attr), aad)
+                sealed = reseal(spec, row)
             except DecryptionError:
                 failed.add(RowRef(spec.table, str(row.id)))
                 continue
-            sealed = ring.encrypt(plaintext, aad)
             updates.append({"b_id": row.id, "b_ciphertext": sealed.ciphertext, "b_digest": sealed.digest})
         if updates:
             values: dict[str, Any] = {
@@ -328,7 +325,6 @@ def verify(batch_size: int = DEFAULT_BATCH_SIZE, on_progress: ProgressCallback |
     key is not configured. Plaintext is dropped as soon as it is decrypted.
     """
     started = time.monotonic()
-    ring = keyring()
     ok = 0
     unreadable = _Unreadable()
     for spec in SECRET_COLUMNS:
@@ -336,7 +332,7 @@ def verify(batch_size: int = DEFAULT_BATCH_SIZE, on_progress: ProgressCallback |
         for rows in _pages(spec, _columns_of(spec), has_secret, batch_size):
             for row in rows:
                 try:
-                    ring.decrypt(getattr(row, spec.ciphertext_attr), getattr(row, spec.digest_attr), spec.aad(row))
+                    open_with(spec, row)
                 except DecryptionError:
                     unreadable.add(RowRef(spec.table, str(row.id)))
                 else:

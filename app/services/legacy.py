@@ -34,16 +34,14 @@ Decisions where the SPEC is silent:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
-from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Validation
+from app.errors import Conflict, DomainError, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import PROVIDER_TYPES, ChatModelConfig, ChatProvider, UserChatProviderKey
 from app.services import audit, secrets
@@ -52,12 +50,13 @@ from app.services.base import (
     Page,
     count,
     is_unique_violation,
-    lock_active_user,
     lock_one,
     parse_uuid,
     transaction,
 )
-from app.services.providers import TYPE_LABELS, clean_api_key, clean_base_url, clean_display_name
+from app.services.own_keys import OwnKeyKind, delete_own_key, save_own_key
+from app.services.provider_keys import clean_api_key
+from app.services.providers import TYPE_LABELS, clean_base_url, clean_display_name
 
 NOT_FOUND = "Chat provider not found."
 INVALID_POLICY = "Invalid credential policy."
@@ -132,10 +131,6 @@ def central_key_available(provider: ChatProvider) -> bool:
 def uses_central_fallback(provider: ChatProvider) -> bool:
     """Users without a key of their own are served by the central key."""
     return provider.allow_central_api_key_fallback and central_key_available(provider)
-
-
-def byok_allowed() -> bool:
-    return bool(current_app.config["ALLOW_BYOK"])
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -342,67 +337,47 @@ def list_user_configs(user_id: uuid.UUID, page: Page = Page()) -> tuple[list[Use
     return [UserProviderConfig(p, bool(k)) for p, k in rows], total
 
 
-def set_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], Any]) -> UserProviderConfig:
+def _audit_save(actor: Actor, provider: ChatProvider, row: UserChatProviderKey, created: bool) -> None:
+    audit.record(actor, "legacy_user_key.set", "chat_provider", provider.id, provider=provider.provider,
+                 created=created, key_hint=row.hint)
+
+
+def _audit_delete(actor: Actor, provider_id: uuid.UUID, _key_id: uuid.UUID) -> None:
+    audit.record(actor, "legacy_user_key.delete", "chat_provider", provider_id)
+
+
+# Users' own keys for legacy providers: saved and removed by the piece BYOK keys share.
+LEGACY_KEYS = OwnKeyKind(
+    key_model=UserChatProviderKey,
+    provider_column="chat_provider_id",
+    unique=UNIQUE_USER_PROVIDER,
+    provider_query=_by_id,
+    accepts_user_keys=lambda provider: provider.allow_user_api_key,
+    not_found=NOT_FOUND,
+    disabled="Provider is disabled.",
+    not_allowed="Provider does not allow user API keys.",
+    id_field="id",
+    saved=_audit_save,
+    deleted=_audit_delete,
+)
+
+
+def set_user_key(actor: Actor, provider_id: Any, api_key: str | DomainError | None) -> UserProviderConfig:
     """Save the caller's own key for a legacy provider (upsert: the row keeps its id and
-    created_at).
-
-    Checks, in order: BYOK off 403 "BYOK is disabled."; malformed id; missing 404; disabled 400
-    "Provider is disabled."; user keys not allowed 400 "Provider does not allow user API keys.";
-    then the key rules (trim, empty, 10240 bytes). `api_key` may be a zero-argument callable
-    returning the raw value: the JSON route passes its body parser, so that errors in the body
-    come at the key-rules step and never before the checks above (as for BYOK keys).
-
-    In one transaction, as `user_keys.upsert_user_key`: the caller's user row is locked first,
-    while the user is active (`lock_active_user`: a save racing the caller's deactivation is
-    either deleted by it or refused with 401), then the provider is read under a shared lock (a
-    concurrent provider deletion either waits or is waited for). Should another writer insert
-    the same (user, provider) first, its row is updated instead.
+    created_at), with the checks, locks and order of every user key (`app.services.own_keys`):
+    BYOK off 403 "BYOK is disabled."; malformed id; missing 404; disabled 400 "Provider is
+    disabled."; user keys not allowed 400 "Provider does not allow user API keys."; then the key
+    rules. `api_key` may be the error parsing the request body raised, refused at the key step.
 
     :raise Forbidden: BYOK off. :raise InvalidInput: malformed id, disabled provider, user keys
         not allowed, bad key. :raise NotFound: no such provider. :raise Unauthorized: the caller
         was deactivated.
     """
-    user = _caller(actor)
-    if not byok_allowed():
-        raise Forbidden("BYOK is disabled.")
-    pid = parse_uuid(provider_id)
-    with transaction():
-        lock_active_user(user.id)
-        provider = lock_one(_by_id(pid), shared=True)
-        if provider is None:
-            raise NotFound(NOT_FOUND)
-        if not provider.enabled:
-            raise InvalidInput("Provider is disabled.")
-        if not provider.allow_user_api_key:
-            raise InvalidInput("Provider does not allow user API keys.")
-        plaintext = clean_api_key(api_key() if callable(api_key) else api_key)
-        row, created = secrets.upsert_sealed(
-            sa.select(UserChatProviderKey).where(UserChatProviderKey.user_id == user.id,
-                                                 UserChatProviderKey.chat_provider_id == pid),
-            lambda: UserChatProviderKey(id=uuid.uuid4(), user_id=user.id, chat_provider_id=pid),
-            plaintext, UNIQUE_USER_PROVIDER,
-        )
-        audit.record(actor, "legacy_user_key.set", "chat_provider", pid, provider=provider.provider,
-                     created=created, key_hint=row.hint)
-    return UserProviderConfig(provider, True)
+    return save_own_key(actor, LEGACY_KEYS, provider_id, api_key,
+                        then=lambda provider, _row: UserProviderConfig(provider, True))
 
 
 def delete_user_key(actor: Actor, provider_id: Any) -> bool:
     """Remove the caller's key for a legacy provider. Idempotent; allowed when BYOK is off or the
     provider is disabled. Returns whether a key was deleted. :raise InvalidInput: malformed id."""
-    user = _caller(actor)
-    pid = parse_uuid(provider_id)
-    with transaction():
-        deleted = db.session.execute(
-            sa.delete(UserChatProviderKey).where(UserChatProviderKey.user_id == user.id,
-                                                 UserChatProviderKey.chat_provider_id == pid)
-        ).rowcount
-        if deleted:
-            audit.record(actor, "legacy_user_key.delete", "chat_provider", pid)
-    return bool(deleted)
-
-
-def _caller(actor: Actor):
-    if actor.user is None:
-        raise Forbidden()
-    return actor.user
+    return delete_own_key(actor, LEGACY_KEYS, provider_id)

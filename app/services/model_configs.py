@@ -1,24 +1,14 @@
-"""Chat model configs (SPEC section 6): list, create, edit, default, delete, and the enabled set.
+"""Chat model configs (SPEC section 6): list, create, edit, delete, and the enabled set.
 
 Every rule of a model config lives here; the JSON API and the admin pages call these functions
-and map the errors they raise.
+and map the errors they raise. The default model's mechanics (switching under locks, promotion)
+are `app.services.default_model`; the statements lists and resolution share are
+`app.services.config_queries`.
 
-The default model:
-
-- At most one live config is the default; the database enforces it with the partial unique
-  index `uq_chat_model_configs_default`.
 - The first live config becomes the default. While live configs exist there is always a default:
   `is_default: false` on the current default is refused (400 "A default model is required while
-  configs exist."); make another config the default instead. Deleting the default (or the
-  provider it runs on) promotes another live config (`promote_default_if_missing`).
-- Switching the default takes the default mutex, share-locks the providers involved, locks the
-  current default row (`FOR UPDATE` on PostgreSQL; SQLite's immediate write transaction
-  serialises writers), unsets it, flushes, then sets the new one, all in one transaction (see
-  `_make_default` for the lock order). Should a provider deletion move the default meanwhile,
-  the switch is retried a few times and then answered with 409; it never ends with zero or two
-  defaults.
-- A disabled config may stay (or become) the default: the admin decides. Promotion prefers an
-  enabled config, then the oldest.
+  configs exist."); make another config the default instead.
+- A disabled config may stay (or become) the default: the admin decides.
 """
 
 from __future__ import annotations
@@ -36,12 +26,18 @@ from app.extensions import db
 from app.models import PROVIDER_TYPES, AIProvider, ChatModelConfig, ChatProvider
 from app.services import audit
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.config_queries import enabled_set_query, live, ordered
+from app.services.default_model import (
+    CONFIG_NOT_FOUND,
+    make_default,
+    promote_default_if_missing,
+    serialize_default_changes,
+    share_lock_providers,
+)
 from app.services.text import clean_text
 
-CONFIG_NOT_FOUND = "Chat model config not found."
 PROVIDER_NOT_FOUND = "AI provider not found."
 DEFAULT_REQUIRED = "A default model is required while configs exist."
-DEFAULT_INDEX = "uq_chat_model_configs_default"
 DUPLICATE_INDEXES = ("uq_chat_model_configs_provider_model_live", "uq_chat_model_configs_legacy_model_live")
 
 MODEL_MAX = 256
@@ -50,7 +46,6 @@ CONTEXT_LIMIT_MAX = 2**31 - 1  # the column is a 32-bit integer
 OPTIONS_MAX_BYTES = 65536
 DEFAULT_CONTEXT_LIMIT = 128000
 DEFAULT_COMPRESSION_THRESHOLD = 70
-DEFAULT_SWITCH_ATTEMPTS = 5
 
 UPDATABLE = ("model", "display_name", "enabled", "is_default", "context_limit", "compression_threshold", "options")
 IMMUTABLE = ("ai_provider_id", "provider")
@@ -127,23 +122,9 @@ _CLEANERS = {
 # --- reads -------------------------------------------------------------------------------------
 
 
-def _live(config_id: uuid.UUID) -> sa.Select:
-    return sa.select(ChatModelConfig).where(ChatModelConfig.id == config_id, ChatModelConfig.deleted.is_(False))
-
-
-def _label():
-    """What lists sort by: the display name, or the model id when there is none."""
-    return sa.func.lower(sa.func.coalesce(sa.func.nullif(ChatModelConfig.display_name, ""), ChatModelConfig.model))
-
-
-def _ordered(stmt: sa.Select) -> sa.Select:
-    """Deterministic order for every list: the default first, then by name, model and id."""
-    return stmt.order_by(ChatModelConfig.is_default.desc(), _label(), ChatModelConfig.model, ChatModelConfig.id)
-
-
 def get_config(config_id: Any) -> ChatModelConfig:
     """A live config. :raise InvalidInput: malformed id. :raise NotFound: "Chat model config not found." """
-    config = db.session.execute(_live(parse_uuid(config_id))).scalar_one_or_none()
+    config = db.session.execute(live(parse_uuid(config_id))).scalar_one_or_none()
     if config is None:
         raise NotFound(CONFIG_NOT_FOUND)
     return config
@@ -164,7 +145,7 @@ def list_configs(page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
     """Every live config, disabled ones included (what admins see)."""
     stmt = sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False))
     total = count(stmt)
-    return list(db.session.execute(page.apply(_ordered(stmt))).scalars()), total
+    return list(db.session.execute(page.apply(ordered(stmt))).scalars()), total
 
 
 def list_configs_with_providers(page: Page = Page()) -> tuple[list[tuple[ChatModelConfig, AIProvider | None]], int]:
@@ -173,28 +154,7 @@ def list_configs_with_providers(page: Page = Page()) -> tuple[list[tuple[ChatMod
             .outerjoin(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
             .where(ChatModelConfig.deleted.is_(False)))
     total = count(sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False)))
-    return [(c, p) for c, p in db.session.execute(page.apply(_ordered(stmt)))], total
-
-
-def enabled_set_query() -> sa.Select:
-    """The enabled set as ONE statement selecting (config, AI provider, legacy chat provider).
-
-    Live, enabled configs whose AI provider is live and enabled; plus legacy configs (no
-    `ai_provider_id`) whose legacy chat provider of the same type is enabled. The legacy join
-    only applies to configs without an AI provider, so a config on a disabled or deleted AI
-    provider is never rescued by a legacy row. Ordered: default first, then name, model, id.
-    """
-    backed = sa.and_(ChatModelConfig.ai_provider_id.is_not(None),
-                     AIProvider.deleted.is_(False), AIProvider.enabled.is_(True))
-    legacy = sa.and_(ChatModelConfig.ai_provider_id.is_(None), ChatProvider.enabled.is_(True))
-    stmt = (
-        sa.select(ChatModelConfig, AIProvider, ChatProvider)
-        .outerjoin(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
-        .outerjoin(ChatProvider, sa.and_(ChatModelConfig.ai_provider_id.is_(None),
-                                         ChatProvider.provider == ChatModelConfig.provider))
-        .where(ChatModelConfig.deleted.is_(False), ChatModelConfig.enabled.is_(True), sa.or_(backed, legacy))
-    )
-    return _ordered(stmt)
+    return [(c, p) for c, p in db.session.execute(page.apply(ordered(stmt)))], total
 
 
 def enabled_set(page: Page = Page()) -> tuple[list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]], int]:
@@ -285,13 +245,13 @@ def create_config(
                                       else clean_compression_threshold(compression_threshold)),
             "options": {} if options is None else clean_options(options),
         }
-        make_default = False if is_default is None else clean_bool("is_default")(is_default)
+        wants_default = False if is_default is None else clean_bool("is_default")(is_default)
         config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=pid, provider=provider_type, is_default=False,
                                  created_by=actor.user_id, updated_by=actor.user_id, **fields)
         db.session.add(config)
         _flush_or_conflict()  # before the default mutex: a duplicate waits on the index, holding no mutex
-        _serialize_default_changes()
-        _make_default(config.id, only_if_missing=not make_default)
+        serialize_default_changes()
+        make_default(config.id, only_if_missing=not wants_default)
         audit.record(actor, "model_config.create", "chat_model_config", config.id, ai_provider_id=pid,
                      provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
                      legacy=pid is None)
@@ -347,9 +307,9 @@ def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> Chat
         if wants_default:
             # The switch comes first so its locks are taken in the one order every default
             # change uses (mutex, providers, current default, target).
-            _serialize_default_changes()
-            became_default = _make_default(cid)
-        config = lock_one(_live(cid))
+            serialize_default_changes()
+            became_default = make_default(cid)
+        config = lock_one(live(cid))
         if config is None:
             raise NotFound(CONFIG_NOT_FOUND)
         if wants_default is False and config.is_default:
@@ -383,12 +343,12 @@ def delete_config(actor: Actor, config_id: Any) -> None:
     """
     cid = parse_uuid(config_id)
     with transaction():
-        _serialize_default_changes()
-        found = db.session.execute(_live(cid)).scalar_one_or_none()
+        serialize_default_changes()
+        found = db.session.execute(live(cid)).scalar_one_or_none()
         if found is None:
             raise NotFound(CONFIG_NOT_FOUND)
-        _share_lock_providers({found.ai_provider_id})
-        config = lock_one(_live(cid))
+        share_lock_providers({found.ai_provider_id})
+        config = lock_one(live(cid))
         if config is None:
             raise NotFound(CONFIG_NOT_FOUND)
         was_default = config.is_default
@@ -405,114 +365,7 @@ def delete_config(actor: Actor, config_id: Any) -> None:
             promote_default_if_missing(actor)
 
 
-def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
-    """When no live config is the default, make one the default: enabled configs first, then the
-    oldest (created_at, then id). Flushes only; runs inside the caller's transaction.
-
-    Should a concurrent transaction set a default at the same moment, that one stays the default.
-    """
-    has_default = db.session.execute(
-        sa.select(sa.exists().where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False)))
-    ).scalar()
-    if has_default:
-        return None
-    candidate = db.session.execute(
-        sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False))
-        .order_by(ChatModelConfig.enabled.desc(), ChatModelConfig.created_at, ChatModelConfig.id)
-        .limit(1).with_for_update()
-    ).scalar_one_or_none()
-    if candidate is None:
-        return None
-    try:
-        with db.session.begin_nested():
-            candidate.is_default = True
-            candidate.updated_at = utcnow()
-            db.session.flush()
-    except IntegrityError as error:
-        if is_unique_violation(error, DEFAULT_INDEX):
-            return None
-        raise
-    audit.record(actor, "model_config.promote_default", "chat_model_config", candidate.id, model=candidate.model)
-    return candidate
-
-
 # --- helpers -----------------------------------------------------------------------------------
-
-
-# Default changes (switch, first config, deletion of a config) run in this lock order, so two of
-# them never wait on each other in a cycle:
-#   1. the default mutex: a transaction-scoped advisory lock on PostgreSQL (SQLite's immediate
-#      write transaction already serialises writers), so "the current default" cannot move
-#      between reading it and locking it, except by a provider deletion;
-#   2. FOR SHARE on the AI provider rows of the configs involved, in id order: a provider
-#      deletion (which locks its provider row first, then its configs) either finishes before
-#      we touch its configs or waits for us, never half-way;
-#   3. FOR UPDATE on the current default, then on the target.
-# Provider deletion promotes without the mutex; it never needs a row that 1-3 hold without first
-# holding the provider row that step 2 shares, so it cannot close a cycle either.
-DEFAULT_MUTEX_KEY = 0x5B0A4D_DEFA17  # any fixed 64-bit number, used by nothing else
-
-
-class _DefaultMoved(Exception):
-    """The default changed between reading and locking it: roll the attempt back and retry."""
-
-
-def _serialize_default_changes() -> None:
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(DEFAULT_MUTEX_KEY)))
-
-
-def _share_lock_providers(provider_ids: set[uuid.UUID | None]) -> None:
-    ids = sorted(i for i in provider_ids if i is not None)
-    if ids:
-        db.session.execute(sa.select(AIProvider.id).where(AIProvider.id.in_(ids)).order_by(AIProvider.id)
-                           .with_for_update(read=True)).all()
-
-
-def _current_default_query() -> sa.Select:
-    return (sa.select(ChatModelConfig)
-            .where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False))
-            .execution_options(populate_existing=True))
-
-
-def _make_default(target_id: uuid.UUID, *, only_if_missing: bool = False) -> bool:
-    """Make a live config the default: unset the current default, flush, set the target, flush.
-    Call with the default mutex held. Returns whether the target became the default now.
-
-    With `only_if_missing`, only when there is no live default (the first config). An attempt is
-    rolled back to its savepoint (releasing its row locks) and retried when a provider deletion
-    moved the default meanwhile.
-
-    :raise NotFound: the target is not live. :raise Conflict: the default kept moving.
-    """
-    for _attempt in range(DEFAULT_SWITCH_ATTEMPTS):
-        try:
-            with db.session.begin_nested():
-                current = db.session.execute(_current_default_query()).scalar_one_or_none()
-                if current is not None and (only_if_missing or current.id == target_id):
-                    return False
-                target = db.session.execute(_live(target_id)).scalar_one_or_none()
-                if target is None:
-                    raise NotFound(CONFIG_NOT_FOUND)
-                _share_lock_providers({target.ai_provider_id, current.ai_provider_id if current else None})
-                if current is not None:
-                    if lock_one(_current_default_query().where(ChatModelConfig.id == current.id)) is None:
-                        raise _DefaultMoved
-                    current.is_default = False
-                    current.updated_at = utcnow()
-                    db.session.flush()
-                target = lock_one(_live(target_id).execution_options(populate_existing=True))
-                if target is None:
-                    raise NotFound(CONFIG_NOT_FOUND)
-                target.is_default = True
-                db.session.flush()
-            return True
-        except _DefaultMoved:
-            continue
-        except IntegrityError as error:
-            if not is_unique_violation(error, DEFAULT_INDEX):
-                raise
-    raise Conflict("The default model changed at the same time; try again.", field="is_default")
 
 
 def _flush_or_conflict() -> None:

@@ -1,8 +1,8 @@
-"""AI providers and their provider-scoped keys (SPEC section 4).
+"""AI providers (SPEC section 4): create, list, edit, delete, and what depends on them.
 
-Every rule of a provider lives here: names, types, display names, base URLs, key policies,
-and the key rules shared with user keys (`clean_api_key`). The JSON API and the admin pages
-both call these functions and map the errors they raise.
+Every rule of a provider lives here: names, types, display names, base URLs, key policies. Its
+keys are `app.services.provider_keys`. The JSON API and the admin pages both call these
+functions and map the errors they raise.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from app.models import (
     ChatModelConfig,
     UserAIProviderKey,
 )
-from app.services import audit, secrets
+from app.services import audit
 from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
 from app.services.base_urls import normalize_base_url
+from app.services.default_model import promote_default_if_missing
 from app.services.outbound import current_allowlist
 from app.services.text import check_text, clean_text
 
@@ -37,10 +38,8 @@ NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 NAME_MAX = 64
 DISPLAY_NAME_MAX = 128
 RESERVED_PREFIX = "agents-"
-API_KEY_MAX_BYTES = 10240
 
 PROVIDER_NOT_FOUND = "AI provider not found."
-KEY_NOT_FOUND = "AI provider key not found."
 NAME_DETAIL = (
     "Names must use lowercase letters, numbers, and single hyphens, and cannot use the reserved agents- prefix."
 )
@@ -124,21 +123,6 @@ def clean_base_url(raw: Any) -> str:
     return normalize_base_url(raw, current_allowlist())
 
 
-def clean_api_key(raw: Any) -> str:
-    """The key rules shared by provider keys and user keys: trimmed, not empty, at most 10240 bytes.
-
-    :raise InvalidInput: "API key is required." or "API key too large."
-    """
-    key = raw.strip() if isinstance(raw, str) else ""
-    if not key:
-        raise InvalidInput("API key is required.", field="api_key")
-    check_text(key, "api_key", "Invalid API key.", noun="API keys")
-    if len(key.encode()) > API_KEY_MAX_BYTES:
-        raise InvalidInput("API key too large.", detail=f"API key exceeds maximum size of {API_KEY_MAX_BYTES} bytes",
-                           field="api_key")
-    return key
-
-
 def relies_on_shared_key(provider: AIProvider) -> bool:
     """Some requests are served by the provider's shared key (every policy but `user_only`), so
     having none is worth a warning."""
@@ -180,7 +164,7 @@ def _live(provider_id: uuid.UUID) -> sa.Select:
     return sa.select(AIProvider).where(AIProvider.id == provider_id, AIProvider.deleted.is_(False))
 
 
-def _lock_live(provider_id: uuid.UUID, *, shared: bool = False) -> AIProvider | None:
+def lock_live(provider_id: uuid.UUID, *, shared: bool = False) -> AIProvider | None:
     """The live provider under a row lock, refreshed from the row (not a copy read earlier in the session)."""
     return lock_one(_live(provider_id).execution_options(populate_existing=True), shared=shared)
 
@@ -229,39 +213,6 @@ def provider_facts(provider_ids: list[uuid.UUID]) -> dict[uuid.UUID, ProviderFac
         sa.select(AIProvider.id, keys, user_keys, models).where(AIProvider.id.in_(provider_ids))
     )
     return {pid: ProviderFacts(k, u, m) for pid, k, u, m in rows}
-
-
-def list_keys(provider_id: Any) -> list[AIProviderKey]:
-    """A live provider's keys, oldest first. :raise NotFound: unknown provider."""
-    return page_keys(provider_id)[0]
-
-
-def page_keys(provider_id: Any, page: Page = Page()) -> tuple[list[AIProviderKey], int]:
-    """One page of a live provider's keys, oldest first, and how many it has.
-
-    :raise InvalidInput: malformed id. :raise NotFound: unknown provider.
-    """
-    provider = get_provider(provider_id)
-    stmt = sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider.id)
-    total = count(stmt)
-    rows = db.session.execute(page.apply(stmt.order_by(AIProviderKey.created_at, AIProviderKey.id))).scalars()
-    return list(rows), total
-
-
-def get_key(provider_id: Any, key_id: Any) -> AIProviderKey:
-    """One key of a live provider (for a confirmation page; the row holds only ciphertext and hint).
-
-    :raise InvalidInput: malformed id. :raise NotFound: unknown provider, or the key is missing
-    or belongs to another provider.
-    """
-    provider = get_provider(provider_id)
-    key = db.session.execute(
-        sa.select(AIProviderKey).where(AIProviderKey.id == parse_uuid(key_id, field="key_id"),
-                                       AIProviderKey.provider_id == provider.id)
-    ).scalar_one_or_none()
-    if key is None:
-        raise NotFound(KEY_NOT_FOUND)
-    return key
 
 
 # --- writes ------------------------------------------------------------------------------------
@@ -328,7 +279,7 @@ def update_provider(actor: Actor, provider_id: Any, changes: dict[str, Any]) -> 
     }
     cleaned = {field: cleaners[field](value) for field, value in changes.items()}
     with transaction():
-        provider = _lock_live(pid)
+        provider = lock_live(pid)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
         new_name = cleaned.get("name", provider.name)
@@ -352,11 +303,9 @@ def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
 
     :raise NotFound: missing or already deleted.
     """
-    from app.services.model_configs import promote_default_if_missing
-
     pid = parse_uuid(provider_id)
     with transaction():
-        provider = _lock_live(pid)
+        provider = lock_live(pid)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
         now = utcnow()
@@ -380,67 +329,6 @@ def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
         audit.record(actor, "provider.delete", "ai_provider", provider.id, name=provider.name,
                      deleted_key_count=keys, deleted_user_key_count=user_keys, deleted_model_config_count=configs)
     return removed
-
-
-def add_key(actor: Actor, provider_id: Any, api_key: Any) -> AIProviderKey:
-    """Store a new key for a live provider; the provider is read under a shared lock in the
-    same transaction, so a concurrent deletion cannot leave the key behind.
-
-    Checks in this order (as for user keys): malformed id, live provider, then the key rules.
-
-    :raise InvalidInput: malformed id, empty or too large key. :raise NotFound: no live provider.
-    :raise Conflict: "API key already exists." on this provider.
-    """
-    pid = parse_uuid(provider_id)
-    with transaction():
-        provider = _lock_live(pid, shared=True)
-        if provider is None:
-            raise NotFound(PROVIDER_NOT_FOUND)
-        plaintext = clean_api_key(api_key)
-        now = utcnow()
-        key = AIProviderKey(id=uuid.uuid4(), provider_id=provider.id, created_at=now, updated_at=now,
-                            fingerprint=secrets.fingerprint(f"ai_provider:{provider.id}", plaintext))
-        secrets.seal(key, plaintext)
-        db.session.add(key)
-        try:
-            with db.session.begin_nested():
-                db.session.flush()
-        except IntegrityError as error:
-            if is_unique_violation(error, "uq_ai_provider_keys_provider_fingerprint"):
-                raise Conflict("API key already exists.", field="api_key") from None
-            raise
-        audit.record(actor, "provider_key.create", "ai_provider_key", key.id, provider_id=provider.id,
-                     key_hint=key.hint)
-        # Hand back the row as written: a concurrent provider deletion may remove it the moment we
-        # commit, and an attached instance would then fail to reload its expired attributes.
-        db.session.expunge(key)
-    return key
-
-
-def delete_key(actor: Actor, provider_id: Any, key_id: Any) -> None:
-    """Delete one key (its ciphertext goes with the row).
-
-    :raise NotFound: "AI provider key not found." when missing or it belongs to another provider.
-    """
-    pid, kid = parse_uuid(provider_id), parse_uuid(key_id, field="key_id")
-    with transaction():
-        provider = _lock_live(pid, shared=True)
-        if provider is None:
-            raise NotFound(PROVIDER_NOT_FOUND)
-        deleted = db.session.execute(
-            sa.delete(AIProviderKey).where(AIProviderKey.id == kid, AIProviderKey.provider_id == pid)
-        ).rowcount
-        if not deleted:
-            raise NotFound(KEY_NOT_FOUND)
-        audit.record(actor, "provider_key.delete", "ai_provider_key", kid, provider_id=pid)
-
-
-def oldest_key(provider_id: uuid.UUID) -> AIProviderKey | None:
-    """The key that serves a provider's requests: its oldest (created_at, then id), or None."""
-    return db.session.execute(
-        sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider_id)
-        .order_by(AIProviderKey.created_at, AIProviderKey.id).limit(1)
-    ).scalar_one_or_none()
 
 
 def _flush_or_conflict() -> None:

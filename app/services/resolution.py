@@ -38,15 +38,13 @@ config, unreadable key), writes a `credentials.hand_out` audit event, never with
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 
 from app.crypto import DecryptionError
-from app.errors import Conflict, DomainError, NotFound
+from app.errors import Conflict, DomainError, NotFound, unwrap
 from app.extensions import db
 from app.models import (
     AIProvider,
@@ -58,9 +56,10 @@ from app.models import (
     UserChatProviderKey,
 )
 from app.services import audit, secrets
-from app.services.base import Actor, parse_uuid, transaction
+from app.services.base import Actor, byok_allowed, parse_uuid, transaction
+from app.services.config_queries import enabled_set_query
 from app.services.legacy import central_key_available, display_name
-from app.services.model_configs import CONFIG_NOT_FOUND, enabled_set_query, get_config
+from app.services.model_configs import CONFIG_NOT_FOUND, get_config
 
 KEY_SOURCES = ("user", "provider")
 REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled")
@@ -112,8 +111,10 @@ def legacy_key_policy(chat_provider: ChatProvider) -> str:
     return "user_only"
 
 
-def decide(policy: str, byok: bool, user_key: Any, provider_key: Any) -> tuple[str | None, str | None, Any]:
-    """The key rule: (key_source, reason, key row) for a policy and the keys that exist."""
+def choose_key(policy: str, byok: bool, user_key: Any, provider_key: Any) -> tuple[str | None, str | None, Any]:
+    """THE key rule, for every caller (resolution, hand-outs, /models, the settings page and
+    /user-ai-provider-keys): (key_source, reason, key) for a key policy, the deployment's BYOK
+    switch and the keys that exist (None: no such key; anything else: that key)."""
     if policy == "provider_only":
         return ("provider", None, provider_key) if provider_key is not None else (None, "missing_api_key", None)
     if policy == "user_preferred":
@@ -167,7 +168,7 @@ def _resolve_rows(
     user: User | None, rows: list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]]
 ) -> list[Resolution]:
     """Resolve (config, AI provider, legacy provider) rows; loads the keys in at most 3 queries."""
-    byok = bool(current_app.config["ALLOW_BYOK"])
+    byok = byok_allowed()
     serving = {p.id for _, p, _ in rows if p is not None and not p.deleted and p.enabled}
     serving_legacy = {lp.id for c, _, lp in rows if c.ai_provider_id is None and lp is not None and lp.enabled}
     provider_keys = _oldest_keys(serving)
@@ -205,7 +206,7 @@ def _resolve_one(config: ChatModelConfig, ref: ProviderRef | None, usable: bool,
         return Resolution(config.id, ref, base_url, None, False, "model_disabled")
     if not usable or ref is None:
         return Resolution(config.id, ref, base_url, None, False, "provider_disabled")
-    source, reason, row = decide(ref.key_policy, byok, user_key, provider_key)
+    source, reason, row = choose_key(ref.key_policy, byok, user_key, provider_key)
     return Resolution(config.id, ref, base_url, source, source is not None, reason, key_row=row)
 
 
@@ -238,9 +239,12 @@ def _oldest_keys(provider_ids: set[uuid.UUID]) -> dict[uuid.UUID, AIProviderKey]
 # --- handing out credentials -------------------------------------------------------------------
 
 
-def hand_out_credentials(actor: Actor, user_id: Any, model_config_id: Any) -> tuple[Resolution, str | None]:
+def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tuple[Resolution, str | None]:
     """The resolution of a config for a user plus the decrypted key when available (None for a
     keyless provider, see the module docstring).
+
+    `ask` is (user_id, model_config_id) as the request sent them, or the error that parsing the
+    request body raised: that refusal is audited like any other, with reason "invalid_request".
 
     Every call writes a `credentials.hand_out` audit event (user id, config id, key_source,
     available and reason; never the key), refused calls included: a refusal is recorded with
@@ -248,22 +252,10 @@ def hand_out_credentials(actor: Actor, user_id: Any, model_config_id: Any) -> tu
     ("invalid_request", "user_not_found", "config_not_found" or "unreadable_key"). Ids that are
     not UUIDs are recorded as sent (at most 64 characters) so the event shows what was asked for.
 
-    :raise InvalidInput: malformed ids. :raise NotFound: "User not found." (unknown or
+    :raise InvalidInput: a malformed body or id. :raise NotFound: "User not found." (unknown or
         deactivated user), "Chat model config not found." (missing or deleted config).
     :raise Conflict: UNREADABLE_KEY, the stored key cannot be decrypted with the configured keys.
     """
-    return _hand_out(actor, lambda: (user_id, model_config_id))
-
-
-def hand_out_request(actor: Actor, parse: Callable[[], tuple[Any, Any]]) -> tuple[Resolution, str | None]:
-    """`hand_out_credentials` for a request body parsed inside the audited path: `parse()` returns
-    (user_id, model_config_id) or raises (a body that is not JSON, an unknown field...); such a
-    refusal is audited like any other, with reason "invalid_request".
-    """
-    return _hand_out(actor, parse)
-
-
-def _hand_out(actor: Actor, parse: Callable[[], tuple[Any, Any]]) -> tuple[Resolution, str | None]:
     refused: DomainError | None = None
     reason: str | None = None
     resolution: Resolution | None = None
@@ -274,7 +266,7 @@ def _hand_out(actor: Actor, parse: Callable[[], tuple[Any, Any]]) -> tuple[Resol
     cid: uuid.UUID | None = None
     with transaction():
         try:
-            raw_user, raw_config = parse()
+            raw_user, raw_config = unwrap(ask)
             uid = parse_uuid(raw_user, "Invalid user ID.", field="user_id")
             cid = parse_uuid(raw_config, "Invalid model config ID.", field="model_config_id")
         except DomainError as error:

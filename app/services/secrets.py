@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app.crypto import DecryptionError, Keyring, associated_data, make_hint
+from app.crypto import DecryptionError, Keyring, Sealed, associated_data, make_hint
 from app.db import utcnow
 from app.extensions import db
 from app.models import (
@@ -129,10 +129,21 @@ def open_secret(row: Any) -> str:
     :raise DecryptionError: tampered, copied from another row, or its key is not configured.
     """
     spec = spec_for(row)
-    ciphertext = getattr(row, spec.ciphertext_attr)
-    if ciphertext is None:
+    if getattr(row, spec.ciphertext_attr) is None:
         raise DecryptionError("no secret is stored in this row")
-    return keyring().decrypt(ciphertext, getattr(row, spec.digest_attr), spec.aad(row)).decode()
+    return open_with(spec, row).decode()
+
+
+def open_with(spec: SecretColumn, row: Any) -> bytes:
+    """Decrypt the secret of a row of `spec`'s table, read as an object or as plain columns (key
+    management reads batches of columns, not objects). :raise DecryptionError:"""
+    return keyring().decrypt(getattr(row, spec.ciphertext_attr), getattr(row, spec.digest_attr), spec.aad(row))
+
+
+def reseal(spec: SecretColumn, row: Any) -> Sealed:
+    """The row's secret encrypted again under the primary key, bound to the same row (rotation);
+    the plaintext never leaves this function. :raise DecryptionError:"""
+    return keyring().encrypt(open_with(spec, row), spec.aad(row))
 
 
 def fingerprint(scope: str, plaintext: str) -> str:

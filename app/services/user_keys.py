@@ -15,41 +15,26 @@ Decisions where the spec is silent:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 
-from app.errors import Forbidden, InvalidInput, NotFound
+from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.models import AIProvider, AIProviderKey, User, UserAIProviderKey
-from app.services import audit, secrets
-from app.services.base import Actor, Page, lock_active_user, lock_one, parse_uuid, transaction
-from app.services.providers import PROVIDER_NOT_FOUND, byok_enabled, clean_api_key
+from app.services import audit
+from app.services.base import Actor, Page, byok_allowed, caller_id, parse_uuid
+from app.services.own_keys import OwnKeyKind, delete_own_key, save_own_key
+from app.services.providers import PROVIDER_NOT_FOUND, byok_enabled
+from app.services.resolution import choose_key
 
-BYOK_DISABLED = "BYOK is disabled."
 PROVIDER_DISABLED = "AI provider is disabled."
 USER_KEYS_NOT_ALLOWED = "AI provider does not allow user API keys."
 UNIQUE_USER_PROVIDER = "uq_user_ai_provider_keys_user_provider"
 
 KeySource = str | None  # "user", "provider" or None
-
-
-def key_source(policy: str, byok: bool, has_user_key: bool, has_provider_key: bool) -> KeySource:
-    """Whose key serves a user for a provider with this policy (the rules of SPEC section 6).
-
-    `byok` is `byok_enabled(provider)`: ALLOW_BYOK on and the policy not `provider_only`.
-    """
-    if policy == "provider_only":
-        return "provider" if has_provider_key else None
-    if byok and has_user_key:
-        return "user"
-    if policy == "user_preferred" and has_provider_key:
-        return "provider"
-    return None
 
 
 @dataclass(frozen=True)
@@ -66,40 +51,19 @@ class UserKeyConfig:
 
     @property
     def key_source(self) -> KeySource:
-        """Whose key is used right now; None when none can be (or the provider is disabled)."""
-        if not self.provider.enabled:
-            return None
-        return key_source(self.provider.key_policy, self.byok_enabled, self.has_user_api_key, self.has_provider_api_key)
+        """Whose key is used right now (resolution's rule); None when none can be, or the provider is disabled."""
+        return self._source(self.has_user_api_key)
 
     @property
     def fallback_source(self) -> KeySource:
         """Whose key would be used if the caller removed theirs."""
+        return self._source(False)
+
+    def _source(self, has_user_key: bool) -> KeySource:
         if not self.provider.enabled:
             return None
-        return key_source(self.provider.key_policy, self.byok_enabled, False, self.has_provider_api_key)
-
-
-def byok_allowed() -> bool:
-    """The deployment-wide switch, ALLOW_BYOK."""
-    return bool(current_app.config["ALLOW_BYOK"])
-
-
-def require_byok() -> None:
-    """:raise Forbidden: "BYOK is disabled." when the deployment turned user keys off."""
-    if not byok_allowed():
-        raise Forbidden(BYOK_DISABLED)
-
-
-def _caller_id(actor: Actor) -> uuid.UUID:
-    if actor.user_id is None:  # a service token or the CLI: no user whose keys these could be
-        raise Forbidden()
-    return actor.user_id
-
-
-def _live_provider(provider_id: uuid.UUID) -> sa.Select:
-    # Locked reads refresh the object from the row rather than reuse a copy loaded earlier.
-    return (sa.select(AIProvider).where(AIProvider.id == provider_id, AIProvider.deleted.is_(False))
-            .execution_options(populate_existing=True))
+        return choose_key(self.provider.key_policy, byok_allowed(), has_user_key or None,
+                          self.has_provider_api_key or None)[0]
 
 
 def _has_provider_key() -> sa.ColumnElement[bool]:
@@ -150,7 +114,7 @@ def list_user_keys(actor: Actor, page: Page = Page(), *, include_unusable: bool 
     listed = sa.and_(AIProvider.key_policy != "provider_only", sa.or_(AIProvider.enabled, has_mine))
     if include_unusable:
         listed = sa.or_(listed, has_mine)
-    return _configs(_caller_id(actor), listed, page)
+    return _configs(caller_id(actor), listed, page)
 
 
 def get_user_key_config(actor: Actor, provider_id: Any) -> UserKeyConfig:
@@ -159,95 +123,73 @@ def get_user_key_config(actor: Actor, provider_id: Any) -> UserKeyConfig:
     :raise InvalidInput: malformed id. :raise NotFound: missing or deleted provider.
     """
     pid = parse_uuid(provider_id, field="provider_id")
-    configs, _ = _configs(_caller_id(actor), AIProvider.id == pid)
+    configs, _ = _configs(caller_id(actor), AIProvider.id == pid)
     if not configs:
         raise NotFound(PROVIDER_NOT_FOUND)
     return configs[0]
 
 
-def upsert_user_key(actor: Actor, provider_id: Any, api_key: Any | Callable[[], Any]) -> UserKeyConfig:
-    """Save the caller's key for a provider, replacing the one they had (same row id and
+def _live_provider_query(provider_id: uuid.UUID) -> sa.Select:
+    return sa.select(AIProvider).where(AIProvider.id == provider_id, AIProvider.deleted.is_(False))
+
+
+def _audit_save(actor: Actor, provider: AIProvider, row: UserAIProviderKey, created: bool) -> None:
+    audit.record(actor, "user_key.create" if created else "user_key.update", "user_ai_provider_key", row.id,
+                 provider_id=provider.id, provider_name=provider.name, key_hint=row.hint)
+
+
+def _audit_delete(actor: Actor, provider_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    audit.record(actor, "user_key.delete", "user_ai_provider_key", key_id, provider_id=provider_id)
+
+
+# Users' own keys for AI providers: saved and removed by the piece legacy user keys share.
+AI_PROVIDER_KEYS = OwnKeyKind(
+    key_model=UserAIProviderKey,
+    provider_column="ai_provider_id",
+    unique=UNIQUE_USER_PROVIDER,
+    provider_query=_live_provider_query,
+    accepts_user_keys=lambda provider: provider.key_policy != "provider_only",
+    not_found=PROVIDER_NOT_FOUND,
+    disabled=PROVIDER_DISABLED,
+    not_allowed=USER_KEYS_NOT_ALLOWED,
+    id_field="provider_id",
+    saved=_audit_save,
+    deleted=_audit_delete,
+)
+
+
+def upsert_user_key(actor: Actor, provider_id: Any, api_key: str | DomainError | None) -> UserKeyConfig:
+    """Save the caller's key for an AI provider, replacing the one they had (same row id and
     `created_at`, new ciphertext, hint and `updated_at`).
 
-    Checks, in this order: ALLOW_BYOK off (403), malformed id (400), missing or deleted provider
-    (404), disabled provider (400), policy `provider_only` (400), then the key rules shared with
-    provider keys (trimmed, not empty, at most 10240 bytes). `api_key` may be a zero-argument
-    callable returning the raw value: the JSON route passes its body parser, so that errors in
-    the body come at the key-rules step and never before the checks above.
-
-    Concurrency, in one transaction:
-
-    - The caller's user row is locked first (`FOR NO KEY UPDATE` on PostgreSQL, and only while
-      the user is active). This serialises one user's key writes, so concurrent PUTs for one
-      provider find the row the previous one wrote and update it (one row, no error), and it
-      conflicts with the `FOR UPDATE` that `deactivate_user` takes: a key written at the same
-      moment as a deactivation is either deleted by it or refused here (401), never left behind.
-      `NO KEY UPDATE` leaves foreign-key checks from other tables (audit events, sessions) free.
-    - The provider is read under `FOR SHARE`, which conflicts with the `FOR UPDATE` of
-      `delete_provider`: either the deletion waits and then deletes this key with the others,
-      or this call waits and then finds the provider gone (404).
-    - The insert runs in a savepoint; should a writer that does not take the user lock (e.g. a
-      migration) insert the same (user, provider) first, the unique violation is caught and that
-      row is locked and updated instead. SQLite takes its write lock at `BEGIN IMMEDIATE`.
+    Checks, locks and concurrency: `app.services.own_keys` (ALLOW_BYOK off 403, malformed id 400,
+    missing or deleted provider 404, disabled 400, policy `provider_only` 400, then the key rules;
+    `api_key` may be the error parsing the request body raised, refused at the key-rules step).
 
     :raise Forbidden: "BYOK is disabled." :raise InvalidInput: malformed id, disabled provider,
     provider that does not allow user keys, empty or too large key. :raise NotFound: no live
     provider. :raise Unauthorized: the caller was deactivated meanwhile.
     """
-    require_byok()
-    pid = parse_uuid(provider_id, field="provider_id")
-    user_id = _caller_id(actor)
-    with transaction():
-        lock_active_user(user_id)
-        provider = lock_one(_live_provider(pid), shared=True)
-        if provider is None:
-            raise NotFound(PROVIDER_NOT_FOUND)
-        if not provider.enabled:
-            raise InvalidInput(PROVIDER_DISABLED)
-        if provider.key_policy == "provider_only":
-            raise InvalidInput(USER_KEYS_NOT_ALLOWED)
-        plaintext = clean_api_key(api_key() if callable(api_key) else api_key)
-        row, created = _write_key(user_id, provider.id, plaintext)
-        audit.record(actor, "user_key.create" if created else "user_key.update", "user_ai_provider_key", row.id,
-                     provider_id=provider.id, provider_name=provider.name, key_hint=row.hint)
+
+    def config(provider: AIProvider, row: UserAIProviderKey) -> UserKeyConfig:
         has_shared = db.session.execute(
             sa.select(sa.exists().where(AIProviderKey.provider_id == provider.id))
         ).scalar_one()
-        config = UserKeyConfig(provider=provider, has_user_api_key=True, has_provider_api_key=has_shared,
-                               byok_enabled=byok_enabled(provider), hint=row.hint,
-                               key_created_at=row.created_at, key_updated_at=row.updated_at)
-    return config
+        return UserKeyConfig(provider=provider, has_user_api_key=True, has_provider_api_key=has_shared,
+                             byok_enabled=byok_enabled(provider), hint=row.hint,
+                             key_created_at=row.created_at, key_updated_at=row.updated_at)
 
-
-def _write_key(user_id: uuid.UUID, provider_id: uuid.UUID, plaintext: str) -> tuple[UserAIProviderKey, bool]:
-    """Update the caller's row for the provider, or insert it; returns (row, created)."""
-    return secrets.upsert_sealed(
-        sa.select(UserAIProviderKey).where(UserAIProviderKey.user_id == user_id,
-                                           UserAIProviderKey.ai_provider_id == provider_id),
-        lambda: UserAIProviderKey(id=uuid.uuid4(), user_id=user_id, ai_provider_id=provider_id),
-        plaintext, UNIQUE_USER_PROVIDER,
-    )
+    return save_own_key(actor, AI_PROVIDER_KEYS, provider_id, api_key, then=config)
 
 
 def delete_user_key(actor: Actor, provider_id: Any) -> bool:
-    """Delete the caller's key for a provider; idempotent (True when a key was removed).
+    """Delete the caller's key for an AI provider; idempotent (True when a key was removed).
 
-    Works when BYOK is off and whether the provider is disabled, deleted or unknown: it only
-    ever removes the caller's own row, ciphertext included.
+    Works when BYOK is off and whether the provider is disabled, deleted or unknown.
 
     :raise InvalidInput: malformed id.
     """
-    pid = parse_uuid(provider_id, field="provider_id")
-    user_id = _caller_id(actor)
-    with transaction():
-        removed = db.session.execute(
-            sa.delete(UserAIProviderKey)
-            .where(UserAIProviderKey.user_id == user_id, UserAIProviderKey.ai_provider_id == pid)
-            .returning(UserAIProviderKey.id)
-        ).scalar_one_or_none()
-        if removed is not None:
-            audit.record(actor, "user_key.delete", "user_ai_provider_key", removed, provider_id=pid)
-    return removed is not None
+    return delete_own_key(actor, AI_PROVIDER_KEYS, provider_id)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from flask_login import login_required
 from app.errors import DomainError
 from app.pages import EmptyForm, apply_error, current_actor
 from app.services import user_keys
-from app.services.base import parse_uuid
+from app.services.base import byok_allowed, parse_uuid
 from app.services.key_testing import supports_testing
 from app.services.providers import TYPE_LABELS
 from app.services.user_keys import UserKeyConfig
@@ -103,7 +103,7 @@ def _render(posted: tuple[str, UserKeyForm] | None = None, status: int = 200):
         for message in posted_form.api_key.errors:
             flash(message, "error")
     return render_template("settings/keys.html", cards=cards, type_labels=TYPE_LABELS,
-                           byok_allowed=user_keys.byok_allowed()), status
+                           byok_allowed=byok_allowed()), status
 
 
 @bp.route("/keys")

@@ -14,14 +14,14 @@ from tests.support import Api, get_csrf, login, new_key
 
 
 def make_provider(app, name="prov", key_policy="provider_only", keys=()):
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
         actor = Actor.system("test")
         provider = providers.create_provider(actor, type="openai", name=name, key_policy=key_policy)
         for key in keys:
-            providers.add_key(actor, provider.id, key)
+            provider_keys.add_key(actor, provider.id, key)
         return provider.id
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AIProvider, AuditEvent, ChatModelConfig
-from app.services import key_testing, outbound, providers, user_keys
+from app.services import key_testing, outbound, provider_keys, providers, user_keys
 from app.services.base import Actor
 from tests.conftest import resolved_database_url
 from tests.support import is_postgres, login, new_key, post_form
@@ -87,7 +87,7 @@ def add_provider(app, admin, base_url: str, *, type: str = "openai-compat", keys
         secrets = [new_key(f"{name}-{i}") for i in range(keys)]
         rows = []
         for secret in secrets:
-            rows.append(providers.add_key(actor, provider.id, secret))
+            rows.append(provider_keys.add_key(actor, provider.id, secret))
             time.sleep(0.002)  # distinct created_at: "oldest" is well defined
         return Setup(str(provider.id), [str(r.id) for r in rows], secrets, name)
 
@@ -306,7 +306,7 @@ def test_a_key_that_cannot_be_sent_in_a_header_is_invalid_without_a_call(fast, a
     with fast.app_context():
         actor = Actor.for_user(admin)
         provider = providers.create_provider(actor, type="openai", name="odd", base_url=server.url + "/v1")
-        key = providers.add_key(actor, provider.id, new_key() + "\u00e9")
+        key = provider_keys.add_key(actor, provider.id, new_key() + "\u00e9")
         pid, kid = provider.id, key.id
     body = admin_api.post(f"/ai-providers/{pid}/keys/{kid}/test").get_json()
     assert body["result"] == "invalid_key"
@@ -510,29 +510,56 @@ def test_page_for_an_unknown_key_or_bedrock(fast, client, admin):
     assert "Testing AWS Bedrock keys is not supported yet." in page.get_data(as_text=True)
 
 
-def test_discover_page_lists_models_and_creates_a_config(fast, client, admin, stubs):
+def test_following_the_discover_link_calls_nothing(fast, client, admin, stubs):
+    """SPEC 6a: a GET (a link followed, a prefetch, a crawler) never calls the provider, writes no
+    audit event and spends none of the admin's budget: the page only offers the button."""
+    fast.config["OUTBOUND_RATE_LIMIT"] = "1 per minute"
+    server = stubs("ok")
+    setup = add_provider(fast, admin, server.url + "/v1")
+    login(client, admin.email)
+    url = f"/admin/providers/{setup.pid}/discover"
+    for _ in range(3):
+        response = client.get(url)
+        assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert f'action="{url}"' in page and ">Discover models</button>" in page
+    assert ">Create config</button>" not in page
+    assert server.connections == 0
+    assert audit_events(fast, "provider.discover_models") == []
+    # The budget (1 a minute) is still whole: the first POST calls the provider.
+    assert post_form(client, url).status_code == 200
+    assert len(server.hits) == 1
+
+
+def test_discover_button_lists_models_and_creates_a_config(fast, client, admin, stubs):
     server = stubs("ok", models=("gpt-4o", "evil<b>model"))
     setup = add_provider(fast, admin, server.url + "/v1")
     login(client, admin.email)
     url = f"/admin/providers/{setup.pid}/discover"
-    response = client.get(url)
+    response = post_form(client, url)
     page = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "<code class=\"break\">gpt-4o</code>" in page
     assert "evil&lt;b&gt;model" in page and "evil<b>model" not in page
     assert page.count(">Create config</button>") == 2
     assert_clean(page, *setup.keys)
-    response = post_form(client, url, {"model": "gpt-4o"})
-    assert response.status_code == 303 and response.headers["Location"].endswith(url)
-    page = client.get(url).get_data(as_text=True)
+    assert len(server.hits) == 1
+    # "Create config" posts the model (and the list, to show it again without a second call).
+    response = post_form(client, url + "/config", {"model": "gpt-4o", "listed": ["gpt-4o", "evil<b>model"]},
+                         csrf_path=url)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
     assert "Model config “gpt-4o” created on stub-provider with default settings." in page
     assert page.count(">Create config</button>") == 1
     assert '<span class="badge badge-ok">Configured</span>' in page
+    assert len(server.hits) == 1
     with fast.app_context():
         config = db.session.execute(sa.select(ChatModelConfig)).scalar_one()
         assert (str(config.ai_provider_id), config.model, config.enabled) == (setup.pid, "gpt-4o", True)
-    page = post_form(client, url, {"model": "gpt-4o"}, follow=True).get_data(as_text=True)
+    page = post_form(client, url + "/config", {"model": "gpt-4o"}, csrf_path=url).get_data(as_text=True)
     assert "Chat model config already exists." in page
+    assert client.post(url + "/config", data={"model": "x"}).status_code == 400  # no CSRF token
+    assert client.post(url).status_code == 400
 
 
 @pytest.mark.parametrize(("mode", "status", "text"), [
@@ -544,7 +571,7 @@ def test_discover_page_failures(fast, client, admin, stubs, mode, status, text):
     server = stubs(mode, delay=2)
     setup = add_provider(fast, admin, server.url + "/v1")
     login(client, admin.email)
-    response = client.get(f"/admin/providers/{setup.pid}/discover")
+    response = post_form(client, f"/admin/providers/{setup.pid}/discover")
     page = response.get_data(as_text=True)
     assert response.status_code == status
     assert "Could not list the models" in page and text in page
@@ -555,10 +582,11 @@ def test_discover_page_without_a_key(fast, client, admin, stubs):
     server = stubs("ok")
     setup = add_provider(fast, admin, server.url + "/v1", keys=0)
     login(client, admin.email)
-    response = client.get(f"/admin/providers/{setup.pid}/discover")
+    response = post_form(client, f"/admin/providers/{setup.pid}/discover")
     assert response.status_code == 400
     assert "AI provider has no API key." in response.get_data(as_text=True)
     assert client.get("/admin/providers/nope/discover").status_code == 404
+    assert post_form(client, "/admin/providers/nope/discover", csrf_path="/admin/providers").status_code == 404
 
 
 # --- users' own keys ---------------------------------------------------------------------------
@@ -654,7 +682,8 @@ def test_provider_calls_are_rate_limited_per_user_across_api_and_pages(fast, cli
     response = admin_api.post(test_path)
     assert response.status_code == 429
     assert response.get_json() == {"message": "Too many requests."}
-    assert client.get(f"{detail}/discover").status_code == 429
+    assert client.get(f"{detail}/discover").status_code == 200  # the page itself calls nothing
+    assert post_form(client, f"{detail}/discover").status_code == 429
     assert len(server.hits) == 3
     # Another user's budget is their own.
     assert member_api.post(f"/user-ai-provider-keys/{setup.pid}/test").get_json()["result"] == "ok"

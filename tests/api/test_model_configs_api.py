@@ -10,14 +10,14 @@ from tests.support import new_key
 
 
 def make_provider(app, name="openai-main", type="openai", enabled=True, key_policy="provider_only", keys=()):
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
         actor = Actor.system("test")
         provider = providers.create_provider(actor, type=type, name=name, key_policy=key_policy)
         for key in keys:
-            providers.add_key(actor, provider.id, key)
+            provider_keys.add_key(actor, provider.id, key)
         if not enabled:
             providers.update_provider(actor, provider.id, {"enabled": False})
         return str(provider.id)
@@ -134,7 +134,7 @@ def test_create_on_missing_deleted_or_disabled_provider(app, admin_api):
     assert response.get_json()["message"] == "AI provider is disabled."
 
     gone = make_provider(app, "gone")
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -256,7 +256,7 @@ def test_admin_lists_every_live_config_members_only_the_enabled_set(app, admin_a
     beta = create(admin_api, provider_id, "beta")
     off_provider = make_provider(app, "later")
     on_off = create(admin_api, off_provider, "gamma")
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -311,7 +311,7 @@ def test_a_config_on_a_disabled_ai_provider_is_not_rescued_by_a_legacy_row(app, 
     make_legacy(app, "openai")  # an enabled legacy provider of the same type
     pid = make_provider(app, "openai-new", type="openai")
     config = create(admin_api, pid, "gpt-4o")
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -463,7 +463,7 @@ def test_provider_deletion_soft_deletes_its_configs_and_promotes_a_default(app, 
     create(admin_api, provider_id, "b")
     other = make_provider(app, "other", type="anthropic")
     c = create(admin_api, other, "claude")
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -472,6 +472,40 @@ def test_provider_deletion_soft_deletes_its_configs_and_promotes_a_default(app, 
     assert [x["id"] for x in admin_api.get("/model-configs").get_json()] == [c["id"]]
     assert live_defaults(app) == [c["id"]]
     assert admin_api.get(f"/model-configs/{a['id']}").status_code == 404
+
+
+def test_promotion_prefers_a_config_people_can_use_over_an_older_one_on_a_disabled_provider(app, admin_api):
+    """SPEC section 6, "Default promotion": the enabled set first, then other enabled configs,
+    then the rest; the oldest within each."""
+    switched_off = make_provider(app, "switched-off")
+    on = make_provider(app, "on", type="anthropic")
+    default = create(admin_api, on, "default-model")
+    older_on_disabled_provider = create(admin_api, switched_off, "older")
+    newer_disabled = create(admin_api, on, "newer-but-disabled", enabled=False)
+    usable = create(admin_api, on, "newest-usable")
+    assert admin_api.patch(f"/ai-providers/{switched_off}", json={"enabled": False}).status_code == 200
+
+    assert admin_api.delete(f"/model-configs/{default['id']}").status_code == 204
+    assert live_defaults(app) == [usable["id"]]
+    assert admin_api.get("/model-configs/enabled").get_json()[0]["id"] == usable["id"]
+
+    # Without a usable config, an enabled one (even on a disabled provider) beats a disabled config.
+    assert admin_api.delete(f"/model-configs/{usable['id']}").status_code == 204
+    assert live_defaults(app) == [older_on_disabled_provider["id"]]
+    assert admin_api.delete(f"/model-configs/{older_on_disabled_provider['id']}").status_code == 204
+    assert live_defaults(app) == [newer_disabled["id"]]
+
+
+def test_provider_deletion_promotes_a_usable_config_over_an_older_one_on_a_disabled_provider(app, admin_api):
+    doomed = make_provider(app, "doomed")
+    switched_off = make_provider(app, "switched-off", type="google")
+    on = make_provider(app, "on", type="anthropic")
+    create(admin_api, doomed, "default-model")
+    create(admin_api, switched_off, "older")
+    usable = create(admin_api, on, "newer")
+    assert admin_api.patch(f"/ai-providers/{switched_off}", json={"enabled": False}).status_code == 200
+    assert admin_api.delete(f"/ai-providers/{doomed}").status_code == 204
+    assert live_defaults(app) == [usable["id"]]
 
 
 def test_every_change_is_audited(app, admin_api, provider_id):

@@ -111,7 +111,7 @@ def seed(app) -> dict:
     """Users, tokens, providers with canary keys, model configs, user keys, a legacy provider and
     groups (one with the member in it)."""
     from app.extensions import db
-    from app.services import groups, legacy, model_configs, providers, user_keys
+    from app.services import groups, legacy, model_configs, provider_keys, providers, user_keys
     from app.services.base import Actor
     from app.services.secrets import check_keys_against_database
     from tests.support import make_token, make_user, new_key
@@ -135,14 +135,14 @@ def seed(app) -> dict:
                                               base_url=url)
         disabled = providers.create_provider(system, type="google", name="off", enabled=False, base_url=url)
         provider_ids = [str(p.id) for p in (shared, preferred, user_only, disabled)]
-        key_ids = {str(shared.id): [str(providers.add_key(system, shared.id, key("shared")).id) for _ in range(2)],
-                   str(preferred.id): [str(providers.add_key(system, preferred.id, key("preferred")).id)],
-                   str(disabled.id): [str(providers.add_key(system, disabled.id, key("off")).id)]}
+        key_ids = {str(shared.id): [str(provider_keys.add_key(system, shared.id, key("shared")).id) for _ in range(2)],
+                   str(preferred.id): [str(provider_keys.add_key(system, preferred.id, key("preferred")).id)],
+                   str(disabled.id): [str(provider_keys.add_key(system, disabled.id, key("off")).id)]}
         config_ids = [str(model_configs.create_config(system, ai_provider_id=pid, model=model).id)
                       for pid, model in ((shared.id, "gpt-4o"), (preferred.id, "claude"), (user_only.id, "local"))]
         for user, pid in ((member, preferred.id), (member, user_only.id), (admin, user_only.id)):
             actor = Actor.for_user(db.session.get(type(member), user.id))
-            user_keys.upsert_user_key(actor, pid, lambda label=f"user-{pid}": key(label))
+            user_keys.upsert_user_key(actor, pid, key(f"user-{pid}"))
         chat = legacy.create_provider(system, provider="bedrock", display_name="Legacy", central_api_key_enabled=True,
                                       allow_user_api_key=True, allow_central_api_key_fallback=True,
                                       api_key=key("legacy"))

@@ -60,7 +60,7 @@ def seed(app, admin, member, member_b) -> Seeded:
     from app.extensions import db
     from app.models import ChatModelConfig
     from app.services import legacy
-    from app.services import providers as ai
+    from app.services import provider_keys, providers as ai
     from app.services.base import Actor
 
     seeded = Seeded(users=[admin, member, member_b])
@@ -89,7 +89,7 @@ def seed(app, admin, member, member_b) -> Seeded:
         seeded.configs["deleted"] = gone.id
         db.session.commit()
         other = ai.create_provider(actor, type="openai", name="openai-direct")
-        ai.add_key(actor, other.id, new_key("direct"))
+        provider_keys.add_key(actor, other.id, new_key("direct"))
         db.session.add(ChatModelConfig(id=uuid.uuid4(), ai_provider_id=other.id, provider="openai", model="o1"))
         db.session.commit()
         db.session.remove()

@@ -152,6 +152,8 @@ def test_every_page_is_accessible_by_axe_keyboard_and_labels(web, server, axe_so
         admin.fill("API key", new_key("stub"))
         admin.press("Save key")
         audit("provider model discovery", admin, admin.path + "/discover")
+        admin.press("Discover models")
+        audit("provider model discovery, listed", admin)
     finally:
         stub.stop()
     audit("error 404", admin, "/admin/providers/00000000-0000-0000-0000-000000000000", status=404)

@@ -268,6 +268,8 @@ def test_models_are_discovered_and_a_key_tested_at_the_provider(web):
 
         admin.goto(admin.path + "/discover")
         assert admin.heading() == "Models served by Local LLM"
+        assert not stub.hits  # the page alone calls nothing
+        admin.press("Discover models")
         admin.press("Create config", within=admin.row("o3-mini"))
         assert "Model config “o3-mini” created on local-llm" in admin.flash()
         assert admin.row("o3-mini").get_by_text("Configured", exact=True).is_visible()

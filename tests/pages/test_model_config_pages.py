@@ -13,7 +13,7 @@ from tests.support import get_csrf, login, new_key, post_form
 
 def make_provider(app, name="openai-main", type="openai", key_policy="provider_only", keys=(), enabled=True,
                   display_name=None):
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -21,7 +21,7 @@ def make_provider(app, name="openai-main", type="openai", key_policy="provider_o
         provider = providers.create_provider(actor, type=type, name=name, key_policy=key_policy,
                                              display_name=display_name)
         for key in keys:
-            providers.add_key(actor, provider.id, key)
+            provider_keys.add_key(actor, provider.id, key)
         if not enabled:
             providers.update_provider(actor, provider.id, {"enabled": False})
         return provider.id
@@ -247,6 +247,26 @@ def test_delete_asks_for_confirmation_then_deletes_and_promotes(app, admin_clien
     assert "Model config deleted." in admin_client.get("/admin/model-configs").get_data(as_text=True)
     assert get_config(app, second)["is_default"]
     assert admin_client.get(f"/admin/model-configs/{first}/delete").status_code == 404
+
+
+def test_deleting_the_default_on_the_page_promotes_a_model_people_can_use(app, admin_client):
+    off = make_provider(app, "switched-off")
+    on = make_provider(app, "on", type="anthropic")
+    default = make_config(app, on, "default-model", display_name="Default Model")
+    make_config(app, off, "older", display_name="Older On A Disabled Provider")
+    make_config(app, on, "newer", display_name="Newer Usable")
+    from app.services import providers
+    from app.services.base import Actor
+
+    with app.app_context():
+        providers.update_provider(Actor.system("test"), off, {"enabled": False})
+    response = post_form(admin_client, f"/admin/model-configs/{default}/delete", follow=True)
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Model config deleted." in page
+    # The list shows the default first, with its badge: the usable one, not the older one.
+    first_row = page.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    assert "Newer Usable" in first_row and "Default" in first_row
 
 
 # --- /models -----------------------------------------------------------------------------------

@@ -14,19 +14,19 @@ from tests.support import new_key
 
 def make_provider(app, name: str, policy: str = "user_preferred", *, enabled: bool = True,
                   shared_key: bool = False, display_name: str = "", type: str = "openai") -> str:
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
         provider = providers.create_provider(Actor.system("test"), type=type, name=name, display_name=display_name,
                                              key_policy=policy, enabled=enabled)
         if shared_key:
-            providers.add_key(Actor.system("test"), provider.id, new_key("shared"))
+            provider_keys.add_key(Actor.system("test"), provider.id, new_key("shared"))
         return str(provider.id)
 
 
 def update_provider(app, provider_id: str, **changes) -> None:
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -34,7 +34,7 @@ def update_provider(app, provider_id: str, **changes) -> None:
 
 
 def delete_provider(app, provider_id: str) -> None:
-    from app.services import providers
+    from app.services import provider_keys, providers
     from app.services.base import Actor
 
     with app.app_context():
