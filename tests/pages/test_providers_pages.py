@@ -48,7 +48,7 @@ def flashes(body: str) -> list[str]:
 
 
 def service_create(app, name, type="openai", **fields):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -56,7 +56,7 @@ def service_create(app, name, type="openai", **fields):
 
 
 def service_key(app, provider_id, key=None):
-    from app.services import provider_keys, providers
+    from app.services import provider_keys
     from app.services.base import Actor
 
     key = key or new_key("page")
@@ -133,7 +133,7 @@ def test_list_shows_each_provider_with_its_facts(app, admin_client, member, memb
     model_config(app, a, "claude-haiku")
     model_config(app, a, "claude-opus")
     gone = service_create(app, "deleted-one")
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -162,7 +162,7 @@ def test_a_provider_without_a_shared_key_is_flagged(app, admin_client):
 
 
 def test_list_is_paginated_by_50(app, admin_client):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -399,7 +399,7 @@ def test_a_provider_without_user_keys_lists_nobody(app, admin_client):
 def test_test_buttons_and_in_use_follow_the_services(app, admin_client, monkeypatch):
     """The page shows what the services decide: which key serves requests (`oldest_key`) and
     whether keys of this type can be tested and models discovered (`supports_testing`)."""
-    from app.services import key_testing, provider_keys, providers
+    from app.services import key_testing, provider_keys
 
     openai = service_create(app, "openai-main")
     bedrock = service_create(app, "bedrock-main", type="bedrock")
