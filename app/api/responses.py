@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from app.models import KEY_POLICIES, MEMBER_SOURCES, PROVIDER_TYPES, ROLES
+from app.models import ACCESS_MODES, KEY_POLICIES, MEMBER_SOURCES, PROVIDER_TYPES, ROLES
 from app.services.resolution import KEY_SOURCES, REASONS
 
 ProviderType = Literal[PROVIDER_TYPES]  # type: ignore[valid-type]
@@ -27,6 +27,7 @@ Role = Literal[ROLES]  # type: ignore[valid-type]
 KeySource = Literal[KEY_SOURCES]  # type: ignore[valid-type]
 Reason = Literal[REASONS]  # type: ignore[valid-type]
 MemberSource = Literal[MEMBER_SOURCES]  # type: ignore[valid-type]
+Access = Literal[ACCESS_MODES]  # type: ignore[valid-type]
 # SPEC section 6a; the same tuple as app.services.key_testing.RESULTS (tests/test_openapi.py checks).
 KeyTestOutcome = Literal["ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response"]
 
@@ -104,6 +105,9 @@ class ModelConfig(Out):
     context_limit: int
     compression_threshold: int
     options: dict[str, Any]
+    access: Access = Field(description="`everyone`, or `groups`: only members of the groups in `group_ids` "
+                                       "(none: no one) may use it.")
+    group_ids: list[uuid.UUID] = Field(description="Ordered by group name; `[]` when `access` is `everyone`.")
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -55,6 +55,9 @@ class _ModelConfigFields(Body):
     context_limit: Any = None
     compression_threshold: Any = None
     options: Any = None
+    # Untyped too, so a bad value gets the service's "Invalid model access." naming the field.
+    access: Any = None
+    group_ids: Any = None
 
 
 class ModelConfigCreate(_ModelConfigFields):

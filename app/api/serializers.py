@@ -3,6 +3,8 @@ are in app/api/responses.py; in TESTING each answer is checked against them)."""
 
 from __future__ import annotations
 
+import uuid
+
 from app.api.util import timestamp
 from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider, Group
 from app.services import legacy
@@ -50,7 +52,8 @@ def key_dict(key: AIProviderKey) -> dict:
     }
 
 
-def model_config_dict(config: ChatModelConfig) -> dict:
+def model_config_dict(config: ChatModelConfig, group_ids: dict[uuid.UUID, list[uuid.UUID]]) -> dict:
+    """`group_ids`: the groups of the configs open to groups (`model_configs.group_ids_by_config`)."""
     return {
         "id": str(config.id),
         "ai_provider_id": str(config.ai_provider_id) if config.ai_provider_id else None,
@@ -62,6 +65,8 @@ def model_config_dict(config: ChatModelConfig) -> dict:
         "context_limit": config.context_limit,
         "compression_threshold": config.compression_threshold,
         "options": config.options,
+        "access": config.access,
+        "group_ids": [str(g) for g in group_ids.get(config.id, [])] if config.access == "groups" else [],
         "created_at": timestamp(config.created_at),
         "updated_at": timestamp(config.updated_at),
     }

@@ -136,27 +136,33 @@ def share_lock_groups(group_ids: Iterable[uuid.UUID]) -> None:
             Validation("group_ids", f"No group has the id {gid}.") for gid in missing])
 
 
-def write_access(config: ChatModelConfig, change: AccessChange) -> bool:
-    """Apply `change` to `config` (a row the caller has locked or just added): its `access`, and
-    its access rows replaced by `change.group_ids` when given. Returns whether anything changed.
+def write_access(config: ChatModelConfig, change: AccessChange, *, created: bool = False) -> dict[str, Any]:
+    """Apply `change` to `config`, a row the caller has locked (or, `created`, just added): its
+    `access`, and its access rows replaced by `change.group_ids` when given. Returns what changed
+    (`access` and/or `group_ids`, the ids sorted), for the audit event; empty when nothing did.
 
     :raise InvalidInput: "Group not found." (see `share_lock_groups`).
     """
-    before_ids = set(group_ids_by_config([config.id]).get(config.id, [])) if config.access == "groups" else set()
-    wanted = before_ids if change.group_ids is None else set(change.group_ids)
-    if change.access == "everyone":
-        wanted = set()
+    before: set[uuid.UUID] = set()
+    if not created and config.access == "groups":
+        before = set(group_ids_by_config([config.id]).get(config.id, []))
+    wanted = set() if change.access == "everyone" else (before if change.group_ids is None else set(change.group_ids))
     share_lock_groups(wanted)
-    changed = config.access != change.access or wanted != before_ids
+    changed: dict[str, Any] = {}
+    if created or config.access != change.access:
+        changed["access"] = change.access
+    if created or wanted != before:
+        changed["group_ids"] = sorted(wanted)
     if not changed:
-        return False
+        return changed
     config.access = change.access
-    db.session.execute(sa.delete(ModelConfigGroup).where(ModelConfigGroup.model_config_id == config.id))
+    if before:
+        db.session.execute(sa.delete(ModelConfigGroup).where(ModelConfigGroup.model_config_id == config.id))
     if wanted:
         db.session.execute(sa.insert(ModelConfigGroup),
                            [{"model_config_id": config.id, "group_id": gid} for gid in sorted(wanted)])
     db.session.flush()
-    return True
+    return changed
 
 
 # --- reads -------------------------------------------------------------------------------------

@@ -90,17 +90,13 @@ def make_group(app, name: str, members=(), display_name: str = "") -> str:
 
 
 def restrict_config(app, config_id: str, group_ids) -> None:
-    """Open a model config only to these groups (none: to no one)."""
-    from app.extensions import db
-    from app.models import ChatModelConfig, ModelConfigGroup
+    """Open a model config only to these groups (none: to no one), through the service."""
+    from app.services import model_configs
+    from app.services.base import Actor
 
     with app.app_context():
-        config = db.session.get(ChatModelConfig, uuid.UUID(config_id))
-        config.access = "groups"
-        db.session.execute(sa.delete(ModelConfigGroup).where(ModelConfigGroup.model_config_id == config.id))
-        for group_id in group_ids:
-            db.session.add(ModelConfigGroup(model_config_id=config.id, group_id=uuid.UUID(str(group_id))))
-        db.session.commit()
+        model_configs.update_config(Actor.system("test"), config_id,
+                                    {"access": "groups", "group_ids": [str(g) for g in group_ids]})
 
 
 def audit_events(app, action: str) -> list[dict]:
