@@ -100,3 +100,32 @@ def test_membership_changes_racing_a_deactivation_never_deadlock_or_leave_a_memb
             assert added.get_json() == {"message": "User not found."}
         assert scalar(app, "SELECT count(*) FROM group_members WHERE user_id = :u", u=str(user.id)) == 0
         assert scalar(app, "SELECT count(*) FROM users WHERE id = :u AND active", u=str(user.id)) == 0
+
+
+def test_configs_saved_with_a_group_while_it_is_deleted_keep_no_access_row(app, admin_api):
+    from tests.support.factories import make_config, make_provider
+
+    provider_id = make_provider(app, "racing", "provider_only")
+    configs = [make_config(app, provider_id, f"model-{i}") for i in range(4)]
+    for round_number in range(ROUNDS):
+        group_id = create(admin_api, f"doomed-{round_number}")
+        calls = [(admin_api.token, "PATCH", f"/model-configs/{cid}", {"access": "groups", "group_ids": [group_id]})
+                 for cid in configs]
+        calls += [(admin_api.token, "POST", "/model-configs",
+                   {"ai_provider_id": provider_id, "model": f"new-{round_number}-{i}", "access": "groups",
+                    "group_ids": [group_id]}) for i in range(3)]
+        position = round_number % len(calls)
+        calls.insert(position, (admin_api.token, "DELETE", f"/groups/{group_id}", None))
+        results = race(app, calls)
+        deletion, saves = results[position], results[:position] + results[position + 1:]
+        assert deletion.status_code == 204
+        assert set(statuses(saves)) <= {200, 201, 400}, statuses(saves)
+        assert messages(saves, 400) <= {"Group not found."}
+        assert scalar(app, "SELECT count(*) FROM model_config_groups WHERE group_id = :g", g=group_id) == 0
+        # a save that won kept its access: open to that group, now to no one (never widened)
+        for response in saves:
+            if response.status_code in (200, 201):
+                config = admin_api.get(f"/model-configs/{response.get_json()['id']}").get_json()
+                assert (config["access"], config["group_ids"]) == ("groups", [])
+    assert scalar(app, "SELECT count(*) FROM model_config_groups m LEFT JOIN groups g ON g.id = m.group_id "
+                       "WHERE g.id IS NULL") == 0
