@@ -42,9 +42,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _load_allowlist(app: Flask) -> None:
-    """Parse PRIVATE_BASE_URL_ALLOWLIST once, into app.extensions (see `outbound.current_allowlist`);
+    """Parse PRIVATE_BASE_URL_ALLOWLIST once, into app.extensions (see `base_urls.current_allowlist`);
     fail fast on an entry that is neither a host nor a CIDR."""
-    from app.services.outbound import load_allowlist
+    from app.services.base_urls import load_allowlist
 
     try:
         load_allowlist(app)

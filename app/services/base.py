@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Forbidden, InvalidInput, Unauthorized, Validation
+from app.errors import DomainError, Forbidden, InvalidInput, Unauthorized, Validation
 from app.extensions import db
 from app.models import User
 
@@ -100,6 +100,23 @@ def _sqlite_columns_match(text: str, constraint: str) -> bool:
                 cols = [f"{table.name}.{c.name}" for c in item.columns]
                 return all(c in text for c in cols)
     return False
+
+
+def flush_unique(conflicts: dict[str, DomainError]) -> None:
+    """Flush in a savepoint; the violation of a unique constraint (or index) named in `conflicts`
+    raises its error there, and the transaction goes on. Uniqueness is the database's to decide:
+    a check before the insert could be raced.
+
+    :raise DomainError: the error of the violated constraint.
+    """
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as error:
+        for constraint, conflict in conflicts.items():
+            if is_unique_violation(error, constraint):
+                raise conflict from None
+        raise
 
 
 def parse_uuid(value: Any, message: str = "Invalid ID.", field: str = "id") -> uuid.UUID:

@@ -19,7 +19,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
+
+from flask import Flask, current_app
 
 from app.errors import InvalidInput
 
@@ -370,3 +373,35 @@ def _parse_ipv6(text: str) -> IPv6Address:
         return IPv6Address(text)
     except ValueError:
         raise _fail(BAD_HOST) from None
+
+
+# --- the app's allowlist -----------------------------------------------------------------------
+
+ALLOWLIST_EXTENSION = "switchboard.allowlist"
+
+
+class ParsedAllowlist(NamedTuple):
+    """An app's parsed allowlist and the setting it was parsed from."""
+
+    source: str
+    allowlist: Allowlist
+
+
+def load_allowlist(app: Flask) -> Allowlist:
+    """Parse `app`'s PRIVATE_BASE_URL_ALLOWLIST and keep it in `app.extensions`.
+
+    :raise ValueError: an entry is neither a host name nor a network (names the entry).
+    """
+    source = app.config["PRIVATE_BASE_URL_ALLOWLIST"] or ""
+    parsed = ParsedAllowlist(source, parse_allowlist(source))
+    app.extensions[ALLOWLIST_EXTENSION] = parsed
+    return parsed.allowlist
+
+
+def current_allowlist() -> Allowlist:
+    """The current app's parsed allowlist; parsed again only when the setting changed since (tests
+    change it at run time)."""
+    cached: ParsedAllowlist | None = current_app.extensions.get(ALLOWLIST_EXTENSION)
+    if cached is not None and cached.source == (current_app.config["PRIVATE_BASE_URL_ALLOWLIST"] or ""):
+        return cached.allowlist
+    return load_allowlist(current_app)

@@ -123,14 +123,7 @@ def test_provider_key(actor: Actor, provider_id: Any, key_id: Any) -> KeyTestRes
     ).scalar_one_or_none()
     if key is None:
         raise NotFound(provider_keys.KEY_NOT_FOUND)
-    call = _prepare(provider, _open(key), purpose="test")
-    hint = key.hint
-    _release_session(actor)
-    outcome = _run(call)
-    with transaction():
-        audit.record(actor, "provider_key.test", "ai_provider_key", kid, provider_id=pid,
-                     result=outcome.result, status=call.status)
-    return KeyTestResult(outcome.result, outcome.message, call.provider_name, hint)
+    return _test_key(actor, provider, key, "provider_key.test", "ai_provider_key")
 
 
 def test_user_key(actor: Actor, provider_id: Any) -> KeyTestResult:
@@ -153,12 +146,17 @@ def test_user_key(actor: Actor, provider_id: Any) -> KeyTestResult:
     ).scalar_one_or_none()
     if key is None:
         raise NotFound(USER_KEY_NOT_FOUND)
+    return _test_key(actor, provider, key, "user_key.test", "user_ai_provider_key")
+
+
+def _test_key(actor: Actor, provider: AIProvider, key: Any, action: str, resource_type: str) -> KeyTestResult:
+    """Send `key` to the provider (outside any transaction) and audit the result, never the key."""
     call = _prepare(provider, _open(key), purpose="test")
-    key_row_id, hint = key.id, key.hint
+    provider_id, key_id, hint = provider.id, key.id, key.hint
     _release_session(actor)
     outcome = _run(call)
     with transaction():
-        audit.record(actor, "user_key.test", "user_ai_provider_key", key_row_id, provider_id=pid,
+        audit.record(actor, action, resource_type, key_id, provider_id=provider_id,
                      result=outcome.result, status=call.status)
     return KeyTestResult(outcome.result, outcome.message, call.provider_name, hint)
 

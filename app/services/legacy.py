@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
 from app.errors import Conflict, DomainError, InvalidInput, NotFound, Validation
@@ -49,7 +48,7 @@ from app.services.base import (
     Actor,
     Page,
     count,
-    is_unique_violation,
+    flush_unique,
     lock_one,
     parse_uuid,
     transaction,
@@ -226,13 +225,7 @@ def create_provider(
         if plaintext is not None:
             secrets.seal(row, plaintext)
         db.session.add(row)
-        try:
-            with db.session.begin_nested():
-                db.session.flush()
-        except IntegrityError as error:
-            if is_unique_violation(error, "uq_chat_providers_provider"):
-                raise Conflict("Chat provider already exists.", field="provider") from None
-            raise
+        flush_unique({"uq_chat_providers_provider": Conflict("Chat provider already exists.", field="provider")})
         audit.record(actor, "legacy_provider.create", "chat_provider", row.id, provider=row.provider,
                      enabled=row.enabled, key_hint=row.api_key_hint, **flags)
     return row

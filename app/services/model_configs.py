@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, Validation
@@ -28,7 +27,7 @@ from app.extensions import db
 from app.models import PROVIDER_TYPES, AIProvider, ChatModelConfig, ChatProvider
 from app.services import access as access_rules
 from app.services import audit
-from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.base import Actor, Page, count, flush_unique, lock_one, parse_uuid, transaction
 from app.services.config_queries import enabled_set_query, live, ordered
 from app.services.default_model import (
     CONFIG_NOT_FOUND,
@@ -398,10 +397,5 @@ def delete_config(actor: Actor, config_id: Any) -> None:
 
 
 def _flush_or_conflict() -> None:
-    try:
-        with db.session.begin_nested():
-            db.session.flush()
-    except IntegrityError as error:
-        if any(is_unique_violation(error, name) for name in DUPLICATE_INDEXES):
-            raise Conflict("Chat model config already exists.", field="model") from None
-        raise
+    duplicate = Conflict("Chat model config already exists.", field="model")
+    flush_unique(dict.fromkeys(DUPLICATE_INDEXES, duplicate))

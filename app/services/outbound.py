@@ -21,9 +21,7 @@ Every call to a provider (testing a key, listing its models) goes through `get`,
   whose message is a sentence written here, never provider output.
 
 Settings are read from `app.config` only: `app/config.py` fills them in (defaults, environment) and
-validates them at start-up. The parsed `PRIVATE_BASE_URL_ALLOWLIST` is kept in
-`app.extensions["switchboard.allowlist"]` (`current_allowlist`), parsed again only when the setting
-changes.
+validates them at start-up. The parsed `PRIVATE_BASE_URL_ALLOWLIST` is `base_urls.current_allowlist()`.
 
 `resolve`, `connect` and `tls_context` are module-level so tests can replace them (a resolver that
 answers differently the second time, a connection routed to a local stub, a test CA).
@@ -42,20 +40,18 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+from flask import current_app
 
 from app.errors import InvalidInput
-from app.services.base_urls import Allowlist, is_blocked_ip, normalize_base_url, parse_allowlist
+from app.services.base_urls import Allowlist, current_allowlist, is_blocked_ip, normalize_base_url, parse_allowlist
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Switchboard/1 (key test)"
 READ_CHUNK = 64 * 1024
-
-ALLOWLIST_EXTENSION = "switchboard.allowlist"
 
 # DNS lookups run here so that a resolver that hangs cannot outlive the call's deadline.
 _DNS_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
@@ -96,33 +92,6 @@ class Limits:
             deadline=float(config["OUTBOUND_DEADLINE"]),
             max_response_bytes=int(config["OUTBOUND_MAX_RESPONSE_BYTES"]),
         )
-
-
-class ParsedAllowlist(NamedTuple):
-    """An app's parsed allowlist and the setting it was parsed from."""
-
-    source: str
-    allowlist: Allowlist
-
-
-def load_allowlist(app: Flask) -> Allowlist:
-    """Parse `app`'s PRIVATE_BASE_URL_ALLOWLIST and keep it in `app.extensions`.
-
-    :raise ValueError: an entry is neither a host name nor a network (names the entry).
-    """
-    source = app.config["PRIVATE_BASE_URL_ALLOWLIST"] or ""
-    parsed = ParsedAllowlist(source, parse_allowlist(source))
-    app.extensions[ALLOWLIST_EXTENSION] = parsed
-    return parsed.allowlist
-
-
-def current_allowlist() -> Allowlist:
-    """The current app's parsed allowlist; parsed again only when the setting changed since (tests
-    change it at run time)."""
-    cached: ParsedAllowlist | None = current_app.extensions.get(ALLOWLIST_EXTENSION)
-    if cached is not None and cached.source == (current_app.config["PRIVATE_BASE_URL_ALLOWLIST"] or ""):
-        return cached.allowlist
-    return load_allowlist(current_app)
 
 
 # --- the seams tests may replace ---------------------------------------------------------------

@@ -7,14 +7,13 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.extensions import db
 from app.models import AIProviderKey
 from app.services import audit, secrets
-from app.services.base import Actor, Page, count, is_unique_violation, parse_uuid, transaction
+from app.services.base import Actor, Page, count, flush_unique, parse_uuid, transaction
 from app.services.providers import PROVIDER_NOT_FOUND, get_provider, lock_live
 from app.services.text import check_text
 
@@ -90,13 +89,7 @@ def add_key(actor: Actor, provider_id: Any, api_key: Any) -> AIProviderKey:
                             fingerprint=secrets.fingerprint(f"ai_provider:{provider.id}", plaintext))
         secrets.seal(key, plaintext)
         db.session.add(key)
-        try:
-            with db.session.begin_nested():
-                db.session.flush()
-        except IntegrityError as error:
-            if is_unique_violation(error, "uq_ai_provider_keys_provider_fingerprint"):
-                raise Conflict("API key already exists.", field="api_key") from None
-            raise
+        flush_unique({"uq_ai_provider_keys_provider_fingerprint": Conflict("API key already exists.", field="api_key")})
         audit.record(actor, "provider_key.create", "ai_provider_key", key.id, provider_id=provider.id,
                      key_hint=key.hint)
         # Hand back the row as written: a concurrent provider deletion may remove it the moment we

@@ -14,7 +14,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, Validation
@@ -28,10 +27,9 @@ from app.models import (
     UserAIProviderKey,
 )
 from app.services import audit
-from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
-from app.services.base_urls import normalize_base_url
+from app.services.base import Actor, Page, count, flush_unique, lock_one, parse_uuid, transaction
+from app.services.base_urls import current_allowlist, normalize_base_url
 from app.services.default_model import promote_default_if_missing
-from app.services.outbound import current_allowlist
 from app.services.text import check_text, clean_text
 
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -332,10 +330,4 @@ def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
 
 
 def _flush_or_conflict() -> None:
-    try:
-        with db.session.begin_nested():
-            db.session.flush()
-    except IntegrityError as error:
-        if is_unique_violation(error, "uq_ai_providers_name_live"):
-            raise Conflict("AI provider already exists.", field="name") from None
-        raise
+    flush_unique({"uq_ai_providers_name_live": Conflict("AI provider already exists.", field="name")})
