@@ -33,7 +33,16 @@ from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import ChatModelConfig, Group, GroupMember, ModelConfigGroup, User
 from app.services import audit
-from app.services.base import Actor, Page, count, is_unique_violation, lock_one, parse_uuid, transaction
+from app.services.base import (
+    Actor,
+    Page,
+    count,
+    flush_unique,
+    is_unique_violation,
+    lock_one,
+    parse_uuid,
+    transaction,
+)
 from app.services.text import clean_text
 
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -397,10 +406,4 @@ def _lock(group_id: uuid.UUID, *, shared: bool = False) -> Group | None:
 
 
 def _flush_or_conflict() -> None:
-    try:
-        with db.session.begin_nested():
-            db.session.flush()
-    except IntegrityError as error:
-        if is_unique_violation(error, NAME_INDEX):
-            raise Conflict("Group already exists.", field="name") from None
-        raise
+    flush_unique({NAME_INDEX: Conflict("Group already exists.", field="name")})
