@@ -270,3 +270,12 @@ def test_a_user_in_one_of_several_groups_may_use_it(app, admin_api, provider_id)
     config = create(admin_api, provider_id, "both", access="groups", group_ids=[first, second])
     alice_api = Api(app.test_client(), make_token(app, alice))
     assert alice_api.get(f"/model-configs/{config['id']}/resolution").get_json()["available"] is True
+
+
+def test_a_new_default_is_one_open_to_everyone_before_one_open_only_to_groups(app, admin_api, provider_id):
+    team = make_group(app, "team")
+    default = create(admin_api, provider_id, "default")
+    create(admin_api, provider_id, "older-restricted", access="groups", group_ids=[team])
+    newer_open = create(admin_api, provider_id, "newer-open")
+    assert admin_api.delete(f"/model-configs/{default['id']}").status_code == 204
+    assert admin_api.get(f"/model-configs/{newer_open['id']}").get_json()["is_default"] is True
