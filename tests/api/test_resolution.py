@@ -81,7 +81,7 @@ def hand_out(app, user, config_id):
     from app.services.resolution import hand_out_credentials
 
     with app.app_context():
-        resolution, key = hand_out_credentials(Actor(is_service=True, label="test service"), (user.id, config_id))
+        resolution, key, _ = hand_out_credentials(Actor(is_service=True, label="test service"), (user.id, config_id))
         return resolution, key
 
 

@@ -17,12 +17,6 @@ NAME_DETAIL = (
 LEAKED: list[str] = []  # every key a test stored; no page may contain one
 
 
-@pytest.fixture
-def admin_client(client, admin):
-    login(client, admin.email)
-    return client
-
-
 def text(response) -> str:
     body = response.get_data(as_text=True)
     for key in LEAKED:
@@ -397,9 +391,9 @@ def test_a_provider_without_user_keys_lists_nobody(app, admin_client):
 
 
 def test_test_buttons_and_in_use_follow_the_services(app, admin_client, monkeypatch):
-    """The page shows what the services decide: which key serves requests (`oldest_key`) and
+    """The page shows what the services decide: which key serves requests (`serving_key`) and
     whether keys of this type can be tested and models discovered (`supports_testing`)."""
-    from app.services import key_testing, provider_keys
+    from app.services import key_testing
 
     openai = service_create(app, "openai-main")
     bedrock = service_create(app, "bedrock-main", type="bedrock")
@@ -417,12 +411,19 @@ def test_test_buttons_and_in_use_follow_the_services(app, admin_client, monkeypa
     body = text(admin_client.get(f"/admin/providers/{bedrock}"))
     assert ">Test</button>" not in body and "Discover models" not in body
 
-    real_oldest = provider_keys.oldest_key
-    monkeypatch.setattr(provider_keys, "oldest_key", lambda pid: next(
-        k for k in provider_keys.list_keys(pid) if str(k.id) == second_id) if str(pid) == openai else real_oldest(pid))
+    # The provider refused the oldest key: the next one serves (key health), and the page says so.
+    from app.services import key_health
+    from app.services.secrets import SECRET_COLUMNS
+
+    with app.app_context():
+        key_health.record(SECRET_COLUMNS[0], uuid.UUID(first_id), "invalid_key")
+        from app.extensions import db
+
+        db.session.commit()
     monkeypatch.delitem(key_testing._APIS, "openai")  # say the service cannot test OpenAI keys
     body = text(admin_client.get(f"/admin/providers/{openai}"))
     assert f"/keys/{second_id}/delete" in badge_row(body)
+    assert "Key refused" in next(r for r in re.findall(r"<tr>(.*?)</tr>", body, re.S) if f"/keys/{first_id}/" in r)
     assert ">Test</button>" not in body and "Discover models" not in body
 
 
