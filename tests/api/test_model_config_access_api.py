@@ -252,7 +252,7 @@ def test_credentials_for_a_user_who_may_not_use_the_config(app, world, service_a
     assert response.status_code == 200
     assert response.get_json() == {"model_config_id": world["team_only"], "provider": None, "base_url": None,
                                    "key_source": None, "available": False, "reason": "model_not_allowed",
-                                   "api_key": None}
+                                   "api_key": None, "key_id": None}
     events = [e["details"] for e in audit_events(app, "credentials.hand_out")]
     assert [(e["user_id"], e["available"], e["reason"]) for e in events] == [
         (str(member.id), True, None), (str(member_b.id), False, "model_not_allowed")]
