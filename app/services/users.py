@@ -15,7 +15,7 @@ from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import ApiToken, User, UserAIProviderKey, UserChatProviderKey, UserSession
-from app.services import audit
+from app.services import audit, groups
 from app.services.base import Actor, Page, count, transaction
 from app.services.passwords import (
     MAX_LENGTH,
@@ -289,12 +289,19 @@ def lock_user_and_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
     rows in opposite orders); the counted rows stay locked until commit, so the two cannot both
     see another administrator and leave none. (SQLite: the write transaction already holds the
     database lock from its BEGIN IMMEDIATE.)
+
+    `FOR NO KEY UPDATE`, not `FOR UPDATE`: it still conflicts with every other lock taken on a
+    user row to change it (this one, `lock_active_user`, sign-in) or to keep it as it is while
+    writing something of theirs (FOR SHARE: adding a group member), but not with the KEY SHARE
+    locks of foreign-key checks. An administrator's change that touches the target's rows
+    (a membership) and then records its audit event (a foreign key to the administrator's own
+    row) would otherwise wait for us while we wait for it: a deadlock.
     """
     rows = db.session.execute(
         sa.select(User)
         .where(sa.or_(User.id == user_id, sa.and_(User.role == "admin", User.active)))
         .order_by(User.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).scalars().all()
     target = next((u for u in rows if u.id == user_id), None)
     return target, sum(1 for u in rows if u.role == "admin" and u.active)
@@ -332,8 +339,9 @@ def change_role(actor: Actor, user: User, role: str, active_admins: int) -> None
 
 
 def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
-    """Soft-delete a user: sessions and tokens stop at once, and their BYOK keys are deleted,
-    all in one transaction.
+    """Soft-delete a user: sessions and tokens stop at once, their BYOK keys are deleted and
+    their group memberships removed (each audited as `group.member_remove`), all in one
+    transaction.
 
     :raise NotFound: no such user. :raise Conflict: the last active administrator, or the actor
         themselves (an administrator cannot lock themselves out by mistake).
@@ -357,7 +365,9 @@ def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
         removed_keys = 0
         for model in (UserAIProviderKey, UserChatProviderKey):
             removed_keys += db.session.execute(sa.delete(model).where(model.user_id == user.id)).rowcount
-        audit.record(actor, "user.deactivate", "user", user.id, email=user.email, deleted_user_keys=removed_keys)
+        removed_groups = groups.remove_user_from_all(actor, user, reason="user_deactivated")
+        audit.record(actor, "user.deactivate", "user", user.id, email=user.email, deleted_user_keys=removed_keys,
+                     removed_group_memberships=removed_groups)
     return user
 
 

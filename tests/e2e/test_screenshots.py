@@ -32,15 +32,20 @@ def output_dir() -> Path:
 
 
 def test_screenshots_of_the_main_pages(web, server, axe_source):
-    admin, member, providers = seed_everything(web, server)
+    admin, member, providers, groups = seed_everything(web, server)
     anonymous = web.tab()
     openai = providers["openai"]["id"]
+    research = groups["research"]["id"]
     shots = [
         ("login", anonymous, "/login"),
         ("providers", admin, "/admin/providers"),
         ("provider-detail", admin, f"/admin/providers/{openai}"),
         ("provider-delete", admin, f"/admin/providers/{openai}/delete"),
         ("model-configs", admin, "/admin/model-configs"),
+        ("groups", admin, "/admin/groups"),
+        ("group-detail", admin, f"/admin/groups/{research}"),
+        ("group-delete", admin, f"/admin/groups/{research}/delete"),
+        ("model-config-access", admin, f"/admin/model-configs/{groups['research']['config_id']}/edit#access"),
         ("users", admin, "/admin/users"),
         ("audit", admin, "/admin/audit"),
         ("settings-keys", member, "/settings/keys"),
