@@ -117,7 +117,7 @@ def list_users(page: Page = Page()) -> tuple[list[User], int]:
     return list(rows), total
 
 
-NOT_AN_EMAIL = "(not an email)"
+UNKNOWN_ACCOUNT = "(unknown account)"
 
 
 def looks_like_email(value: str | None) -> bool:
@@ -165,10 +165,10 @@ def _open_session(user: User) -> str:
 
 
 def _record_failed_sign_in(actor: Actor, user_id: uuid.UUID | None, email: str) -> None:
-    """Audit a failed sign-in (inside the caller's transaction): the account when the input named
-    one, else the input only when it has the shape of an email, so that a password typed into the
-    email field is never kept."""
-    shown = email if user_id is not None or looks_like_email(email) else NOT_AN_EMAIL
+    """Audit a failed sign-in (inside the caller's transaction) with the account's email when the
+    input named an existing account (deactivated ones included), else as "(unknown account)":
+    whatever else was typed (a password with an `@` in it, say) is never kept or shown."""
+    shown = email if user_id is not None else UNKNOWN_ACCOUNT
     audit.record(actor, "auth.login_failed", "user", user_id, email=shown)
 
 
