@@ -128,8 +128,10 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "WTF_CSRF_TIME_LIMIT": None,
         "WTF_CSRF_SSL_STRICT": True,
-        # Rate limits: login failures per IP and per email.
+        # Rate limits: login failures per IP and per email; failed current-password checks of
+        # a password change per user and per IP.
         "LOGIN_RATE_LIMIT": "5 per minute",
+        "PASSWORD_CHECK_RATE_LIMIT": "5 per minute",
         "RATELIMIT_STORAGE_URI": setting("REDIS_URL") or "memory://",
         "RATELIMIT_KEY_PREFIX": "switchboard",
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,

@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound, Validation
+from app.errors import Conflict, InvalidInput, NotFound, Validation, WrongPassword
 from app.extensions import db
 from app.models import ApiToken, User, UserAIProviderKey, UserChatProviderKey, UserSession
 from app.services import audit
@@ -248,9 +248,10 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> str:
     Both argon2 runs (checking the current password, hashing the new one) happen outside any
     transaction; the change itself is one short transaction.
 
-    :raise InvalidInput: the current password is wrong, or the new one is too weak.
+    :raise WrongPassword: the current password is wrong (checked first, whatever the new one is).
+    :raise InvalidInput: the new password is too weak.
     """
-    wrong = InvalidInput("Invalid password.", validations=[Validation("current_password", WRONG_CURRENT_PASSWORD)])
+    wrong = WrongPassword("Invalid password.", validations=[Validation("current_password", WRONG_CURRENT_PASSWORD)])
     user_id = user.id
     for _attempt in range(2):  # again once if the hash changed between the check and the lock
         found = _read_password_hash(User.id == user_id)
