@@ -11,7 +11,10 @@ email. Only failures are counted (`record_login_failure`). Once either budget is
 sign-in attempt from that IP or for that email answers 429 until the window ends, a correct
 password included: otherwise the limit would tell a guesser when they got it right. The per-email
 key is the SHA-256 of the normalised input: whatever was typed (a password, by mistake) never
-becomes a limiter key in clear.
+becomes a limiter key in clear. So that a stranger cannot lock a user out by spending the
+per-email budget, a browser that signed in as that user before carries a device cookie and is
+exempt from (and not counted in) that user's per-email budget; the rule is
+`app/device_cookies.py::exempts_from_email_limit`. The per-IP budget applies to every browser.
 
 Password change (`PASSWORD_CHECK_RATE_LIMIT`, 5 per minute): failed checks of the current password
 on `/settings/password`, per signed-in user and, separately, per client IP
@@ -38,6 +41,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from flask_login import current_user
 
+from app.device_cookies import exempts_from_email_limit
 from app.services.users import normalize_email
 
 EXTENSION = "switchboard.limiter"
@@ -68,6 +72,10 @@ def _email_key() -> str:
     """The per-email budget's key: a SHA-256 of the normalised input, never the input itself (it
     lands in Redis or in memory, and may be a password typed into the wrong field)."""
     return "login-email:" + hashlib.sha256(normalize_email(request.form.get("email")).encode()).hexdigest()
+
+
+def _known_device() -> bool:
+    return exempts_from_email_limit(request.form.get("email"))
 
 
 def _failed(_response: Response) -> bool:
@@ -149,9 +157,12 @@ def init_rate_limits(app: Flask) -> Limiter:
     )
     limiter.init_app(app)
 
+    # A sign-in refused for either limit: Flask-Limiter raises RateLimitExceeded before the view
+    # runs, and app/errorhandlers.py answers the 429 page.
     view = app.view_functions[LOGIN_ENDPOINT]
-    for key_func in (_ip_key, _email_key):
-        view = limiter.limit(_login_limit, key_func=key_func, methods=["POST"], deduct_when=_failed)(view)
+    view = limiter.limit(_login_limit, key_func=_ip_key, methods=["POST"], deduct_when=_failed)(view)
+    view = limiter.limit(_login_limit, key_func=_email_key, methods=["POST"], deduct_when=_failed,
+                         exempt_when=_known_device)(view)
     app.view_functions[LOGIN_ENDPOINT] = view
 
     view = app.view_functions[PASSWORD_CHANGE_ENDPOINT]

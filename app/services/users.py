@@ -156,6 +156,18 @@ def _lock_user_if_hash_is(user_id: uuid.UUID, verified_hash: str) -> User | None
     return user
 
 
+def device_stamp(user_id: uuid.UUID, password_hash: str) -> str:
+    """What a device cookie names (see `app/device_cookies.py`): the account, and a digest of its
+    current password hash, so that a password change ends the exemption of every other browser."""
+    return f"{user_id}.{hashlib.sha256(password_hash.encode()).hexdigest()[:32]}"
+
+
+def device_stamp_for_email(email: str | None) -> str | None:
+    """The device stamp of the active account `email` names; None when it names none."""
+    found = _read_password_hash(sa.and_(User.email == normalize_email(email), User.active))
+    return device_stamp(*found) if found is not None else None
+
+
 def _open_session(user: User) -> str:
     """Add a new server-side session row for `user` (flushes); returns its id for the cookie."""
     session_id = secrets.token_urlsafe(32)
@@ -179,7 +191,8 @@ def sign_in(email: str, password: str, actor: Actor) -> User | None:
     the time it takes. The password is verified outside any transaction; then one short
     transaction upgrades a hash made with older parameters, records the sign-in and adds the
     session row. Sessions last at most PERMANENT_SESSION_LIFETIME from sign-in; the user's ended
-    ones are removed here. On success the user's `current_session_id` is the new session's id.
+    ones are removed here. On success the user's `current_session_id` is the new session's id, and
+    `device_stamp` what this browser's device cookie is to name.
     """
     email = normalize_email(email)
     password = password or ""
@@ -208,6 +221,7 @@ def sign_in(email: str, password: str, actor: Actor) -> User | None:
             session_id = _open_session(user)
             audit.record(Actor.for_user(user, request_id=actor.request_id, ip=actor.ip), "auth.login", "user", user.id)
         user.current_session_id = session_id
+        user.device_stamp = device_stamp(user_id, new_hash or verified_hash)
         return user
     with transaction():
         _record_failed_sign_in(actor, user_id, email)
@@ -243,7 +257,8 @@ WRONG_CURRENT_PASSWORD = "The current password is not correct."
 def change_password(user: User, current: str, new: str, actor: Actor) -> str:
     """Change the caller's password. Every session of theirs ends, the current one included, and
     a new session is opened for the caller: its id is returned (and set as the user's
-    `current_session_id`) so the caller stays signed in under a new cookie.
+    `current_session_id`, with the `device_stamp` of the new password) so the caller stays signed
+    in under a new cookie.
 
     Both argon2 runs (checking the current password, hashing the new one) happen outside any
     transaction; the change itself is one short transaction.
@@ -270,6 +285,7 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> str:
                 audit.record(actor, "user.password_change", "user", user_id)
         if row is not None:
             user.current_session_id = session_id
+            user.device_stamp = device_stamp(user_id, new_hash)
             return session_id
     raise wrong
 

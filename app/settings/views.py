@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
 
+from app.device_cookies import remember_device
 from app.errors import DomainError, WrongPassword
 from app.pages import EmptyForm, apply_error, current_actor
 from app.ratelimits import record_password_check_failure
@@ -82,7 +83,9 @@ def password():
                 session.clear()
                 login_user(user)
                 flash("Password changed. Your other sessions were signed out.", "success")
-                return redirect(url_for("settings.password"))
+                response = redirect(url_for("settings.password"))
+                remember_device(response, user.device_stamp)  # the old password's cookies stop counting
+                return response
         else:
             status = 400
     return render_template("settings/password.html", form=form), status

@@ -96,3 +96,159 @@ def test_only_wrong_current_passwords_count(app, member):
     assert change_password(client, PASSWORD, "127.0.0.28").status_code == 302
     assert change_password(client, NEW_PASSWORD, "127.0.0.28", new=PASSWORD).status_code == 302  # successes do not count
     assert password_is(app, member.email, PASSWORD)
+
+
+# --- device cookies: no locking a user out through the per-email sign-in limit -------------------
+
+
+def attempt(client, email: str, ip: str, password: str = WRONG):
+    token = get_csrf(client, "/login")
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token},
+                       environ_base={"REMOTE_ADDR": ip})
+
+
+def lock_out(app, email: str, first_ip: int = 31) -> None:
+    """What the attacker of issue 21 did: five failed sign-ins for the email from five addresses."""
+    for n in range(5):
+        assert attempt(app.test_client(), email, f"127.0.0.{first_ip + n}").status_code == 401
+    assert attempt(app.test_client(), email, "127.0.0.39").status_code == 429
+
+
+def signed_out_browser(app, email: str, ip: str = "127.0.0.40"):
+    """A browser in which the user signed in before (and then signed out)."""
+    browser = signed_in_from(app, email, ip)
+    token = get_csrf(browser, "/")
+    assert browser.post("/logout", data={"csrf_token": token}).status_code == 302
+    return browser
+
+
+def device_cookie(client, name: str = "device") -> str:
+    cookie = client.get_cookie(name)
+    assert cookie is not None, "no device cookie"
+    return cookie.value
+
+
+def test_a_stranger_cannot_lock_out_a_user_who_signed_in_before(app, member):
+    browser = signed_out_browser(app, member.email)
+    lock_out(app, member.email)
+
+    assert attempt(browser, member.email, "127.0.0.41", PASSWORD).status_code == 302
+    token = get_csrf(browser, "/")
+    browser.post("/logout", data={"csrf_token": token})
+    # Its own typos answer 401 as usual (only its address's budget counts them).
+    for _ in range(5):
+        assert attempt(browser, member.email, "127.0.0.42").status_code == 401
+    assert attempt(browser, member.email, "127.0.0.43", PASSWORD).status_code == 302
+    # Any other browser is still refused for that email, even with the right password.
+    assert attempt(app.test_client(), member.email, "127.0.0.44", PASSWORD).status_code == 429
+
+
+def test_the_per_ip_limit_still_applies_to_a_known_browser(app, member):
+    browser = signed_out_browser(app, member.email)
+    for n in range(5):
+        assert attempt(app.test_client(), f"guess{n}@example.com", "127.0.0.45").status_code == 401
+    assert attempt(browser, member.email, "127.0.0.45", PASSWORD).status_code == 429
+    assert attempt(browser, member.email, "127.0.0.46", PASSWORD).status_code == 302
+
+
+def test_a_device_cookie_never_exempts_another_users_email(app, member, member_b):
+    browser = signed_out_browser(app, member.email)
+    lock_out(app, member_b.email)
+    assert attempt(browser, member_b.email, "127.0.0.47", PASSWORD).status_code == 429
+    # Copied into another browser, the member's cookie still names the member only.
+    other = app.test_client()
+    other.set_cookie("device", device_cookie(browser))
+    assert attempt(other, member_b.email, "127.0.0.48", PASSWORD).status_code == 429
+
+
+def test_a_tampered_or_foreign_cookie_exempts_nothing(app, make_app, member):
+    genuine = device_cookie(signed_out_browser(app, member.email))
+    foreign_app = make_app(SECRET_KEY="another deployment's secret key " + "y" * 16)
+    foreign = device_cookie(signed_out_browser(foreign_app, member.email, "127.0.0.49"))
+    lock_out(app, member.email)
+
+    # value = [.]payload.timestamp.signature: change one character of the payload
+    parts = genuine.split(".")
+    longest = max(range(len(parts)), key=lambda i: len(parts[i]))
+    parts[longest] = parts[longest][:5] + ("A" if parts[longest][5] != "A" else "B") + parts[longest][6:]
+    tampered = ".".join(parts)
+    for value in (tampered, genuine[:-2], foreign, "", "garbage"):
+        browser = app.test_client()
+        browser.set_cookie("device", value)
+        assert attempt(browser, member.email, "127.0.0.50", PASSWORD).status_code == 429, value
+    browser = app.test_client()
+    browser.set_cookie("device", genuine)
+    assert attempt(browser, member.email, "127.0.0.50", PASSWORD).status_code == 302
+
+
+def issued_days_ago(app, email: str, days: int, monkeypatch) -> str:
+    """A device cookie the app issued `days` ago (only the signer's clock is moved)."""
+    import time
+    import types
+
+    import itsdangerous.timed
+
+    then = time.time() - days * 86400
+    with monkeypatch.context() as patch:
+        patch.setattr(itsdangerous.timed, "time", types.SimpleNamespace(time=lambda: then))
+        client = app.test_client()
+        token = get_csrf(client, "/login")
+        response = client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token},
+                               environ_base={"REMOTE_ADDR": "127.0.0.51"})
+        assert response.status_code == 302
+    return device_cookie(client)
+
+
+def test_a_device_cookie_lasts_180_days(app, member, monkeypatch):
+    recent = issued_days_ago(app, member.email, 179, monkeypatch)
+    expired = issued_days_ago(app, member.email, 181, monkeypatch)
+    lock_out(app, member.email)
+    for value, status in ((expired, 429), (recent, 302)):
+        browser = app.test_client()
+        browser.set_cookie("device", value)
+        assert attempt(browser, member.email, "127.0.0.52", PASSWORD).status_code == status
+
+
+def test_a_device_cookie_alone_signs_nobody_in(app, member):
+    browser = signed_out_browser(app, member.email)
+    assert browser.get_cookie("device") is not None
+    assert browser.get("/settings/password").headers["Location"].startswith("/login")
+    assert browser.get("/api/experimental/chats/me").status_code == 401
+
+
+def test_a_password_change_ends_the_exemption_of_other_browsers(app, member):
+    laptop = signed_out_browser(app, member.email)
+    phone = signed_in_from(app, member.email, "127.0.0.53")
+    assert change_password(phone, PASSWORD, "127.0.0.53").status_code == 302
+    lock_out(app, member.email)
+    assert attempt(laptop, member.email, "127.0.0.54", NEW_PASSWORD).status_code == 429
+    # The browser that changed it carries a cookie for the new password.
+    token = get_csrf(phone, "/")
+    phone.post("/logout", data={"csrf_token": token})
+    assert attempt(phone, member.email, "127.0.0.55", NEW_PASSWORD).status_code == 302
+
+
+def device_set_cookie(response, name: str) -> list[str]:
+    (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(name + "=")]
+    return [part.strip() for part in header.split(";")]
+
+
+def test_device_cookie_flags_and_content(app, make_app, member):
+    client = app.test_client()
+    response = attempt(client, member.email, "127.0.0.56", PASSWORD)
+    parts = device_set_cookie(response, "device")
+    assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= set(parts)
+    assert "Secure" not in parts
+    assert f"Max-Age={180 * 86400}" in parts
+    value = parts[0].split("=", 1)[1]
+    assert "member" not in value.lower()  # it names the account by id, not by email
+    assert attempt(app.test_client(), member.email, "127.0.0.56").headers.get("Set-Cookie", "").find("device=") == -1
+
+    secure = make_app(SESSION_COOKIE_SECURE=True).test_client()
+    token = get_csrf(secure, "/login")
+    response = secure.post("/login", data={"email": member.email, "password": PASSWORD, "csrf_token": token},
+                           base_url="https://localhost", headers={"Referer": "https://localhost/login"})
+    assert response.status_code == 302
+    parts = device_set_cookie(response, "__Host-device")
+    assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/"} <= set(parts)
+    assert not any(p.lower().startswith("domain=") for p in parts)
