@@ -43,6 +43,14 @@ def _parse_bool(name: str, raw: Any, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false.")
 
 
+def _parse_count(name: str, raw: Any) -> int:
+    """A whole number, 0 or more. :raise ConfigError: anything else."""
+    text = str(raw if raw is not None else "").strip() or "0"
+    if text not in {str(n) for n in range(11)}:
+        raise ConfigError(f"{name} must be a whole number from 0 to 10.")
+    return int(text)
+
+
 def _read_or_create(path: Path, make: Any) -> str:
     """Return the secret stored at `path`, creating it (mode 0600) on first use."""
     if path.exists():
@@ -106,6 +114,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         cookie_secure = _env_bool("SESSION_COOKIE_SECURE", secure_default)
 
     allow_byok = _parse_bool("ALLOW_BYOK", setting("ALLOW_BYOK"), True)
+    trusted_proxies = _parse_count("TRUSTED_PROXIES", setting("TRUSTED_PROXIES", 0))
 
     config: dict[str, Any] = {
         "SWITCHBOARD_ENV": env_name,
@@ -117,6 +126,8 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "ALLOW_BYOK": bool(allow_byok),
         "REDIS_URL": setting("REDIS_URL") or None,
         "PRIVATE_BASE_URL_ALLOWLIST": setting("PRIVATE_BASE_URL_ALLOWLIST", "") or "",
+        # Reverse proxies in front whose X-Forwarded-For gives the client address (0: none).
+        "TRUSTED_PROXIES": trusted_proxies,
         # Sessions: signed cookies; the __Host- prefix only when the cookie is Secure.
         "SESSION_COOKIE_SECURE": cookie_secure,
         "SESSION_COOKIE_HTTPONLY": True,
@@ -145,7 +156,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
     config.update(_outbound_settings(setting))
     # Anything else passed by tests (TESTING, overrides of the above) wins.
     for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "DATABASE_URL", "ALLOW_BYOK", "REDIS_URL",
-                 "PRIVATE_BASE_URL_ALLOWLIST"):
+                 "PRIVATE_BASE_URL_ALLOWLIST", "TRUSTED_PROXIES"):
         test_config.pop(name, None)
     if "SQLALCHEMY_ENGINE_OPTIONS" in test_config:
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {

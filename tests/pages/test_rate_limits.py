@@ -252,3 +252,28 @@ def test_device_cookie_flags_and_content(app, make_app, member):
     parts = device_set_cookie(response, "__Host-device")
     assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/"} <= set(parts)
     assert not any(p.lower().startswith("domain=") for p in parts)
+
+
+# --- the client address behind a reverse proxy (TRUSTED_PROXIES) ---------------------------------
+
+
+def attempt_via_proxy(client, email: str, forwarded_for: str):
+    """A failed sign-in arriving from a reverse proxy on 127.0.0.1 that names the client."""
+    token = get_csrf(client, "/login")
+    return client.post("/login", data={"email": email, "password": WRONG, "csrf_token": token},
+                       headers={"X-Forwarded-For": forwarded_for}, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+
+
+def test_behind_one_trusted_proxy_each_client_has_its_own_budget(make_app, member):
+    proxied = make_app(TRUSTED_PROXIES=1)
+    for n in range(5):
+        # What a client writes into the header itself comes first; the proxy's entry is last.
+        assert attempt_via_proxy(proxied.test_client(), f"guess{n}@example.com", f"10.9.9.{n}, 127.0.0.61").status_code == 401
+    assert attempt_via_proxy(proxied.test_client(), "guess@example.com", "127.0.0.61").status_code == 429
+    assert attempt_via_proxy(proxied.test_client(), "guess@example.com", "127.0.0.62").status_code == 401
+
+
+def test_without_trusted_proxies_the_header_is_ignored(app, member):
+    for n in range(5):
+        assert attempt_via_proxy(app.test_client(), f"guess{n}@example.com", f"127.0.0.{70 + n}").status_code == 401
+    assert attempt_via_proxy(app.test_client(), "guess@example.com", "127.0.0.79").status_code == 429
