@@ -26,6 +26,7 @@ or at /usr/sbin/nginx, or named by NGINX.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
 import shutil
@@ -118,7 +119,7 @@ def wait_for_gunicorn(process: subprocess.Popen, socket_path: Path) -> None:
             connection = UnixHTTPConnection(str(socket_path), timeout=5)
             try:
                 connection.request("GET", "/healthz")
-                if connection.getresponse().status == 200:
+                if connection.getresponse().status < 500:  # a worker answers (the bench's floor app: 404)
                     return
             except OSError:
                 pass
@@ -140,6 +141,9 @@ def stop(process: subprocess.Popen | None, sig: signal.Signals) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description="The production recipe: nginx in front of gunicorn.")
+    parser.add_argument("--app", default="wsgi:app", help="the WSGI app gunicorn serves (the benchmark's floor app)")
+    args = parser.parse_args()
     check_settings()
     listen = listen_address()
     nginx = find_nginx()
@@ -166,7 +170,7 @@ def main() -> int:
         # Their own sessions: a Ctrl-C reaches only this launcher, which stops them in order.
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(DEPLOY / "gunicorn.conf.py"),
-             "--bind", f"unix:{socket_path}"],
+             "--bind", f"unix:{socket_path}", args.app],
             cwd=PROJECT_ROOT, env=env, start_new_session=True)
         wait_for_gunicorn(gunicorn, socket_path)
         conf = render_nginx_conf(run_dir, listen, socket_path)
