@@ -75,7 +75,8 @@ def _email_key() -> str:
 
 
 def _known_device() -> bool:
-    return exempts_from_email_limit(request.form.get("email"))
+    # Flask-Limiter asks before it looks at the method: only a sign-in (POST) is worth the lookup.
+    return request.method == "POST" and exempts_from_email_limit(request.form.get("email"))
 
 
 def _failed(_response: Response) -> bool:
