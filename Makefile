@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/switchboard_test
 export TEST_DATABASE_URL
 
-.PHONY: run test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps e2e-deps load
+.PHONY: run serve serve-deps test test-sqlite test-postgres lint install install-dev db-upgrade clean bench bench-deps e2e-deps load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ run: install
 	SWITCHBOARD_ENV=development SESSION_COOKIE_SECURE=false $(BIN)/flask --app wsgi db upgrade
 	SWITCHBOARD_ENV=development SESSION_COOKIE_SECURE=false $(BIN)/flask --app wsgi run --host 127.0.0.1 --port 5000
 
+## The production recipe, locally: nginx (Debian's) buffering in front of gunicorn's sync workers, on
+## http://127.0.0.1:${PORT:-8000}; the same environment as production (SECRET_KEY, ENCRYPTION_KEYS,
+## DATABASE_URL ...: it refuses to start without them). Migrate first: flask --app wsgi db upgrade.
+serve: install serve-deps
+	$(BIN)/python deploy/serve.py
+
+serve-deps:
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+
 ## The whole suite, twice: SQLite, then PostgreSQL. Never skips PostgreSQL silently.
-test: install-dev e2e-deps
+test: install-dev e2e-deps serve-deps
 	$(BIN)/python tests/support/check_postgres.py
 	@echo "=== pytest on SQLite ==="
 	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -38,7 +47,7 @@ test: install-dev e2e-deps
 test-sqlite: install-dev
 	TEST_DATABASE_URL=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-postgres: install-dev e2e-deps
+test-postgres: install-dev e2e-deps serve-deps
 	$(BIN)/python tests/support/check_postgres.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -28,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.debug and not app.config["DEVELOPMENT"]:
         raise ConfigError("FLASK_DEBUG is on outside development: refusing to start.")
     _load_allowlist(app)
+    _trust_proxies(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     from app.logging import configure_logging
@@ -50,6 +51,17 @@ def _load_allowlist(app: Flask) -> None:
         load_allowlist(app)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind TRUSTED_PROXIES reverse proxies (the recipe's nginx: 1), the client address is the
+    one they put in X-Forwarded-For, counted from the right: what the rate limits and the audit
+    log see. With 0 the header is ignored (anyone could write it)."""
+    count = app.config["TRUSTED_PROXIES"]
+    if count:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=0, x_host=0, x_port=0, x_prefix=0)
 
 
 def register_extensions(app: Flask) -> None:

@@ -57,6 +57,14 @@ def _parse_days(name: str, raw: Any) -> int:
     return value
 
 
+def _parse_count(name: str, raw: Any) -> int:
+    """A whole number, 0 or more. :raise ConfigError: anything else."""
+    text = str(raw if raw is not None else "").strip() or "0"
+    if text not in {str(n) for n in range(11)}:
+        raise ConfigError(f"{name} must be a whole number from 0 to 10.")
+    return int(text)
+
+
 def _read_or_create(path: Path, make: Any) -> str:
     """Return the secret stored at `path`, creating it (mode 0600) on first use."""
     if path.exists():
@@ -121,6 +129,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
 
     allow_byok = _parse_bool("ALLOW_BYOK", setting("ALLOW_BYOK"), True)
     key_max_age_days = _parse_days("KEY_MAX_AGE_DAYS", setting("KEY_MAX_AGE_DAYS", 0))
+    trusted_proxies = _parse_count("TRUSTED_PROXIES", setting("TRUSTED_PROXIES", 0))
 
     config: dict[str, Any] = {
         "SWITCHBOARD_ENV": env_name,
@@ -134,6 +143,8 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "KEY_MAX_AGE_DAYS": key_max_age_days,
         "REDIS_URL": setting("REDIS_URL") or None,
         "PRIVATE_BASE_URL_ALLOWLIST": setting("PRIVATE_BASE_URL_ALLOWLIST", "") or "",
+        # Reverse proxies in front whose X-Forwarded-For gives the client address (0: none).
+        "TRUSTED_PROXIES": trusted_proxies,
         # Sessions: signed cookies; the __Host- prefix only when the cookie is Secure.
         "SESSION_COOKIE_SECURE": cookie_secure,
         "SESSION_COOKIE_HTTPONLY": True,
@@ -145,8 +156,10 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "WTF_CSRF_TIME_LIMIT": None,
         "WTF_CSRF_SSL_STRICT": True,
-        # Rate limits: login failures per IP and per email.
+        # Rate limits: login failures per IP and per email; failed current-password checks of
+        # a password change per user and per IP.
         "LOGIN_RATE_LIMIT": "5 per minute",
+        "PASSWORD_CHECK_RATE_LIMIT": "5 per minute",
         "RATELIMIT_STORAGE_URI": setting("REDIS_URL") or "memory://",
         "RATELIMIT_KEY_PREFIX": "switchboard",
         "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
@@ -161,7 +174,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
     config.update(_sso_settings(setting))
     # Anything else passed by tests (TESTING, overrides of the above) wins.
     for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "DATABASE_URL", "ALLOW_BYOK", "REDIS_URL",
-                 "PRIVATE_BASE_URL_ALLOWLIST", "KEY_MAX_AGE_DAYS", *SSO_VARIABLES):
+                 "PRIVATE_BASE_URL_ALLOWLIST", "KEY_MAX_AGE_DAYS", "TRUSTED_PROXIES", *SSO_VARIABLES):
         test_config.pop(name, None)
     if "SQLALCHEMY_ENGINE_OPTIONS" in test_config:
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {

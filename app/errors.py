@@ -48,6 +48,11 @@ class InvalidInput(DomainError):
     status = 400
 
 
+class WrongPassword(InvalidInput):
+    """The password offered to prove who the caller is did not match. Front ends count it
+    against a rate limit (see `app/ratelimits.py`)."""
+
+
 class Unauthorized(DomainError):
     status = 401
     default_message = "Unauthorized."

@@ -11,7 +11,17 @@ email. Only failures are counted (`record_login_failure`). Once either budget is
 sign-in attempt from that IP or for that email answers 429 until the window ends, a correct
 password included: otherwise the limit would tell a guesser when they got it right. The per-email
 key is the SHA-256 of the normalised input: whatever was typed (a password, by mistake) never
-becomes a limiter key in clear.
+becomes a limiter key in clear. So that a stranger cannot lock a user out by spending the
+per-email budget, a browser that signed in as that user before carries a device cookie and is
+exempt from (and not counted in) that user's per-email budget; the rule is
+`app/device_cookies.py::exempts_from_email_limit`. The per-IP budget applies to every browser.
+
+Password change (`PASSWORD_CHECK_RATE_LIMIT`, 5 per minute): failed checks of the current password
+on `/settings/password`, per signed-in user and, separately, per client IP
+(`record_password_check_failure`). A stolen session could otherwise guess the password there,
+around the sign-in limit, and then take the account over (the change ends every other session).
+Once either budget is spent, every change answers 429 until the window ends, the right current
+password included.
 
 Provider calls (`OUTBOUND_RATE_LIMIT`, 10 per minute): every view that calls out to a provider
 (`PROVIDER_CALL_ENDPOINTS`: key tests and model discovery in the JSON API, the admin pages and the
@@ -31,10 +41,12 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from flask_login import current_user
 
+from app.device_cookies import exempts_from_email_limit
 from app.services.users import normalize_email
 
 EXTENSION = "switchboard.limiter"
 LOGIN_ENDPOINT = "auth.login"
+PASSWORD_CHANGE_ENDPOINT = "settings.password"
 PROVIDER_CALL_ENDPOINTS = (
     "api.test_provider_key",
     "api.test_user_key",
@@ -62,6 +74,11 @@ def _email_key() -> str:
     return "login-email:" + hashlib.sha256(normalize_email(request.form.get("email")).encode()).hexdigest()
 
 
+def _known_device() -> bool:
+    # Flask-Limiter asks before it looks at the method: only a sign-in (POST) is worth the lookup.
+    return request.method == "POST" and exempts_from_email_limit(request.form.get("email"))
+
+
 def _failed(_response: Response) -> bool:
     return bool(g.get("login_failed"))
 
@@ -69,6 +86,34 @@ def _failed(_response: Response) -> bool:
 def record_login_failure() -> None:
     """Mark this request as a failed sign-in: it counts against both budgets."""
     g.login_failed = True
+
+
+# --- password change -----------------------------------------------------------------------------
+
+def _password_check_limit() -> str:
+    return current_app.config["PASSWORD_CHECK_RATE_LIMIT"]
+
+
+def _password_user_key() -> str:
+    return f"password-user:{current_user.id}"
+
+
+def _password_ip_key() -> str:
+    return "password-ip:" + (request.remote_addr or "unknown")
+
+
+def _anonymous() -> bool:
+    """Not signed in: the view sends the visitor to the sign-in page, nothing is checked."""
+    return not current_user.is_authenticated
+
+
+def _password_check_failed(_response: Response) -> bool:
+    return bool(g.get("password_check_failed"))
+
+
+def record_password_check_failure() -> None:
+    """Mark this request as a failed check of the current password: it counts against both budgets."""
+    g.password_check_failed = True
 
 
 # --- provider calls ------------------------------------------------------------------------------
@@ -101,7 +146,8 @@ def _turned_away() -> bool:
 # --- wiring --------------------------------------------------------------------------------------
 
 def init_rate_limits(app: Flask) -> Limiter:
-    """Give `app` its own limiter and wrap the sign-in and provider-call views (already registered)."""
+    """Give `app` its own limiter and wrap the sign-in, password-change and provider-call views
+    (already registered)."""
     limiter = Limiter(
         key_func=_ip_key,
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
@@ -112,10 +158,19 @@ def init_rate_limits(app: Flask) -> Limiter:
     )
     limiter.init_app(app)
 
+    # A sign-in refused for either limit: Flask-Limiter raises RateLimitExceeded before the view
+    # runs, and app/errorhandlers.py answers the 429 page.
     view = app.view_functions[LOGIN_ENDPOINT]
-    for key_func in (_ip_key, _email_key):
-        view = limiter.limit(_login_limit, key_func=key_func, methods=["POST"], deduct_when=_failed)(view)
+    view = limiter.limit(_login_limit, key_func=_ip_key, methods=["POST"], deduct_when=_failed)(view)
+    view = limiter.limit(_login_limit, key_func=_email_key, methods=["POST"], deduct_when=_failed,
+                         exempt_when=_known_device)(view)
     app.view_functions[LOGIN_ENDPOINT] = view
+
+    view = app.view_functions[PASSWORD_CHANGE_ENDPOINT]
+    for key_func in (_password_user_key, _password_ip_key):
+        view = limiter.limit(_password_check_limit, key_func=key_func, methods=["POST"], exempt_when=_anonymous,
+                             deduct_when=_password_check_failed)(view)
+    app.view_functions[PASSWORD_CHANGE_ENDPOINT] = view
 
     provider_calls = limiter.shared_limit(_provider_call_limit, scope=PROVIDER_CALL_SCOPE, key_func=_caller_key,
                                           exempt_when=_turned_away)

@@ -265,6 +265,15 @@ def test_half_set_sso_stops_the_app_with_a_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("value", ["-1", "one", "1.5", "11"])
+def test_malformed_trusted_proxies_fails_naming_it(monkeypatch, tmp_path, value):
+    from app.config import ConfigError, load_config
+
+    monkeypatch.setenv("TRUSTED_PROXIES", value)
+    with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
+        load_config(str(tmp_path), {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A})
+
+
 def test_dotenv_file_is_read(tmp_path):
     database = tmp_path / "from-dotenv.db"
     (tmp_path / ".env").write_text(

@@ -7,6 +7,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth import bp
 from app.auth.forms import LoginForm, SetupForm
+from app.device_cookies import remember_device
 from app.errors import DomainError, NotFound
 from app.pages import EmptyForm, apply_error, current_actor, safe_next
 from app.ratelimits import record_login_failure
@@ -43,6 +44,8 @@ def setup():
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign in; failures count against the per-IP and per-email limits (see `app/ratelimits.py`).
+    A successful sign-in sets the device cookie that exempts this browser from the per-email limit
+    (see `app/device_cookies.py`).
 
     `next` is followed only when it is a path of this app; anything else lands on `/`. With
     PASSWORD_LOGIN=false the page shows only the SSO button. :raise 404: a POST then.
@@ -63,7 +66,9 @@ def login():
         if user is not None:
             session.clear()
             login_user(user)
-            return redirect(safe_next(request.args.get("next")))
+            response = redirect(safe_next(request.args.get("next")))
+            remember_device(response, user.device_stamp)
+            return response
         record_login_failure()
         form.password.errors = ["Incorrect email or password."]
         status = 401

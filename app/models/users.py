@@ -28,6 +28,8 @@ class User(Base):
 
     # Set by the login loader: the server-side session this request authenticated with.
     current_session_id = None  # type: str | None
+    # Set by a successful sign-in or password change: what the browser's device cookie names.
+    device_stamp = None  # type: str | None
 
     @property
     def is_admin(self) -> bool:

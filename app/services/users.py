@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound, Validation
+from app.errors import Conflict, InvalidInput, NotFound, Validation, WrongPassword
 from app.extensions import db
 from app.models import ApiToken, User, UserAIProviderKey, UserChatProviderKey, UserSession
 from app.services import audit, groups
@@ -117,7 +117,7 @@ def list_users(page: Page = Page()) -> tuple[list[User], int]:
     return list(rows), total
 
 
-NOT_AN_EMAIL = "(not an email)"
+UNKNOWN_ACCOUNT = "(unknown account)"
 
 
 def looks_like_email(value: str | None) -> bool:
@@ -156,6 +156,18 @@ def _lock_user_if_hash_is(user_id: uuid.UUID, verified_hash: str) -> User | None
     return user
 
 
+def device_stamp(user_id: uuid.UUID, password_hash: str) -> str:
+    """What a device cookie names (see `app/device_cookies.py`): the account, and a digest of its
+    current password hash, so that a password change ends the exemption of every other browser."""
+    return f"{user_id}.{hashlib.sha256(password_hash.encode()).hexdigest()[:32]}"
+
+
+def device_stamp_for_email(email: str | None) -> str | None:
+    """The device stamp of the active account `email` names; None when it names none."""
+    found = _read_password_hash(sa.and_(User.email == normalize_email(email), User.active))
+    return device_stamp(*found) if found is not None else None
+
+
 def _open_session(user: User) -> str:
     """Add a new server-side session row for `user` (flushes); returns its id for the cookie."""
     session_id = secrets.token_urlsafe(32)
@@ -174,10 +186,10 @@ def start_session(user: User) -> str:
 
 
 def _record_failed_sign_in(actor: Actor, user_id: uuid.UUID | None, email: str) -> None:
-    """Audit a failed sign-in (inside the caller's transaction): the account when the input named
-    one, else the input only when it has the shape of an email, so that a password typed into the
-    email field is never kept."""
-    shown = email if user_id is not None or looks_like_email(email) else NOT_AN_EMAIL
+    """Audit a failed sign-in (inside the caller's transaction) with the account's email when the
+    input named an existing account (deactivated ones included), else as "(unknown account)":
+    whatever else was typed (a password with an `@` in it, say) is never kept or shown."""
+    shown = email if user_id is not None else UNKNOWN_ACCOUNT
     audit.record(actor, "auth.login_failed", "user", user_id, email=shown)
 
 
@@ -188,7 +200,8 @@ def sign_in(email: str, password: str, actor: Actor) -> User | None:
     the time it takes. The password is verified outside any transaction; then one short
     transaction upgrades a hash made with older parameters, records the sign-in and adds the
     session row. Sessions last at most PERMANENT_SESSION_LIFETIME from sign-in; the user's ended
-    ones are removed here. On success the user's `current_session_id` is the new session's id.
+    ones are removed here. On success the user's `current_session_id` is the new session's id, and
+    `device_stamp` what this browser's device cookie is to name.
     """
     email = normalize_email(email)
     password = password or ""
@@ -215,6 +228,7 @@ def sign_in(email: str, password: str, actor: Actor) -> User | None:
             session_id = start_session(user)
             audit.record(Actor.for_user(user, request_id=actor.request_id, ip=actor.ip), "auth.login", "user", user.id)
         user.current_session_id = session_id
+        user.device_stamp = device_stamp(user_id, new_hash or verified_hash)
         return user
     with transaction():
         _record_failed_sign_in(actor, user_id, email)
@@ -250,14 +264,16 @@ WRONG_CURRENT_PASSWORD = "The current password is not correct."
 def change_password(user: User, current: str, new: str, actor: Actor) -> str:
     """Change the caller's password. Every session of theirs ends, the current one included, and
     a new session is opened for the caller: its id is returned (and set as the user's
-    `current_session_id`) so the caller stays signed in under a new cookie.
+    `current_session_id`, with the `device_stamp` of the new password) so the caller stays signed
+    in under a new cookie.
 
     Both argon2 runs (checking the current password, hashing the new one) happen outside any
     transaction; the change itself is one short transaction.
 
-    :raise InvalidInput: the current password is wrong, or the new one is too weak.
+    :raise WrongPassword: the current password is wrong (checked first, whatever the new one is).
+    :raise InvalidInput: the new password is too weak.
     """
-    wrong = InvalidInput("Invalid password.", validations=[Validation("current_password", WRONG_CURRENT_PASSWORD)])
+    wrong = WrongPassword("Invalid password.", validations=[Validation("current_password", WRONG_CURRENT_PASSWORD)])
     user_id = user.id
     for _attempt in range(2):  # again once if the hash changed between the check and the lock
         found = _read_password_hash(User.id == user_id)
@@ -276,6 +292,7 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> str:
                 audit.record(actor, "user.password_change", "user", user_id)
         if row is not None:
             user.current_session_id = session_id
+            user.device_stamp = device_stamp(user_id, new_hash)
             return session_id
     raise wrong
 

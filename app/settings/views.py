@@ -3,8 +3,10 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
 
-from app.errors import DomainError
+from app.device_cookies import remember_device
+from app.errors import DomainError, WrongPassword
 from app.pages import EmptyForm, apply_error, current_actor
+from app.ratelimits import record_password_check_failure
 from app.services import tokens as token_service
 from app.services import users as user_service
 from app.services.base import parse_uuid
@@ -60,6 +62,8 @@ def revoke_token(token_id: str):
 @bp.route("/password", methods=["GET", "POST"])
 @login_required
 def password():
+    """Change the password; a wrong current password counts against the per-user and per-IP
+    limits (see `app/ratelimits.py`), over which this answers 429 whatever is sent."""
     form = PasswordChangeForm()
     status = 200
     if request.method == "POST":
@@ -69,6 +73,8 @@ def password():
                 user_service.change_password(user, form.current_password.data, form.new_password.data,
                                              current_actor())
             except DomainError as error:
+                if isinstance(error, WrongPassword):
+                    record_password_check_failure()
                 apply_error(form, error, "new_password")
                 status = 400
             else:
@@ -77,7 +83,9 @@ def password():
                 session.clear()
                 login_user(user)
                 flash("Password changed. Your other sessions were signed out.", "success")
-                return redirect(url_for("settings.password"))
+                response = redirect(url_for("settings.password"))
+                remember_device(response, user.device_stamp)  # the old password's cookies stop counting
+                return response
         else:
             status = 400
     return render_template("settings/password.html", form=form), status

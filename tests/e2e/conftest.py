@@ -22,7 +22,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CANARIES, KEY_A, PROJECT_ROOT, SECRET_KEY, database_url, is_postgres
+from tests.support import CANARIES, KEY_A, PROJECT_ROOT, SECRET_KEY, is_postgres
+from tests.support.servers import APP_VARIABLES, free_port, recreate_database, sibling_database_url
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -41,39 +41,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 E2E_DIR = Path(__file__).resolve().parent
 AXE_JS = E2E_DIR / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = Path(PROJECT_ROOT) / "test-artifacts"
-# Settings the server must not inherit from the test run or the developer's shell (or `.env`:
-# python-dotenv never overrides a variable that is set, so each of these is set explicitly).
-_APP_VARIABLES = ("DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEYS", "REDIS_URL", "ALLOW_BYOK", "SWITCHBOARD_ENV",
-                  "SWITCHBOARD_INSTANCE_PATH", "SESSION_COOKIE_SECURE", "PRIVATE_BASE_URL_ALLOWLIST", "FLASK_APP",
-                  "FLASK_DEBUG", "TEST_DATABASE_URL")
 _SSO_VARIABLES = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_SCOPES", "OIDC_GROUPS_CLAIM",
                   "OIDC_ADMIN_GROUP", "OIDC_ALLOWED_EMAIL_DOMAINS", "PASSWORD_LOGIN")
 
 
 def e2e_database_url() -> str:
     """The test database's URL with `_e2e` appended to the database name."""
-    base, _, query = database_url().partition("?")
-    return base + "_e2e" + (f"?{query}" if query else "")
-
-
-def _admin_conninfo(url: str) -> tuple[str, str]:
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1).split("?", 1)[0]
-    root, dbname = conninfo.rsplit("/", 1)
-    return root + "/postgres", dbname
-
-
-def recreate_database(url: str) -> None:
-    """An empty database for the run: created if missing, its schema dropped otherwise."""
-    import psycopg
-    from psycopg import sql
-
-    admin, dbname = _admin_conninfo(url)
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
+    return sibling_database_url("_e2e")
 
 
 def empty_tables(url: str) -> None:
@@ -89,12 +63,6 @@ def empty_tables(url: str) -> None:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
         for table in tables:
             conn.execute(f'DELETE FROM "{table}"')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -133,7 +101,7 @@ def _gunicorn(url: str, migrate: bool = True, **settings: str):
     """gunicorn serving wsgi:app on a free port, configured as in production (plain-HTTP cookies
     aside), with `settings` added to its environment."""
     instance = Path(tempfile.mkdtemp(prefix="switchboard-e2e-"))
-    env = {k: v for k, v in os.environ.items() if k not in _APP_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
     env.update({
         "DATABASE_URL": url, "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A, "SWITCHBOARD_ENV": "production",
         "SESSION_COOKIE_SECURE": "false", "SWITCHBOARD_INSTANCE_PATH": str(instance), "REDIS_URL": "",
@@ -146,7 +114,7 @@ def _gunicorn(url: str, migrate: bool = True, **settings: str):
         done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT,
                               env=env, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
-    port = _free_port()
+    port = free_port()
     log_path = instance / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

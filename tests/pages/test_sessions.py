@@ -229,7 +229,9 @@ def test_session_ids_are_random_and_stored_only_as_hashes(app, member):
     for _ in range(2):
         client = app.test_client()
         signed_in = login(client, member.email)
-        assert [h.split("=")[0] for h in signed_in.headers.getlist("Set-Cookie")] == ["session"]  # no remember-me
+        # No remember-me: besides the session, only the device cookie, which signs nobody in
+        # (tests/pages/test_rate_limits.py).
+        assert sorted(h.split("=")[0] for h in signed_in.headers.getlist("Set-Cookie")) == ["device", "session"]
         cookie = client.get_cookie("session").value
         ids.append(app.session_interface.get_signing_serializer(app).loads(cookie)["_user_id"])
     assert ids[0] != ids[1]

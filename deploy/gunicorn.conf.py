@@ -1,0 +1,22 @@
+"""gunicorn settings of the production recipe (`make serve`, deploy/serve.py): sync workers behind
+nginx (deploy/nginx.conf.template), which hands them only whole requests.
+
+deploy/serve.py adds `--bind unix:<run dir>/gunicorn.sock`: only nginx talks to the workers.
+"""
+
+import os
+
+wsgi_app = "wsgi:app"
+worker_class = "sync"
+# One request at a time per worker; nginx keeps the slow clients away from them.
+workers = int(os.environ.get("WEB_CONCURRENCY") or 4)
+timeout = 30
+graceful_timeout = 20
+# No access log, as before nginx was in front (its lines would bypass the app's log masking);
+# the app's own log and nginx's errors go to stderr.
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+# No gunicornc control socket: its default path ($HOME/.gunicorn/gunicorn.ctl) is one per user,
+# shared by every gunicorn that user runs.
+control_socket_disable = True
