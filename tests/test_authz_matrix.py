@@ -97,6 +97,9 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("GET", "/api/docs"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    # Prometheus metrics: only METRICS_TOKEN opens them (set by the `world` fixture); no session,
+    # API token or service token does (unset, the route is 404: tests/test_metrics.py)
+    ("GET", "/metrics"): (401, 401, 401, 401, 401),
     ("GET", "/"): (302, OK, OK, OK, 302),  # the home page sends visitors to /login by itself
     ("GET", "/login"): PUBLIC,  # signed in: redirected on
     ("POST", "/login"): PUBLIC,  # signs member A in (a signed-in browser is redirected on)
@@ -456,6 +459,7 @@ def stub_fixture():
 def world_fixture(app, stub):
     app.config["PRIVATE_BASE_URL_ALLOWLIST"] = "127.0.0.1"
     app.config["OUTBOUND_RATE_LIMIT"] = "1000 per minute"
+    app.config["METRICS_TOKEN"] = "metrics-token-of-the-matrix-" + uuid.uuid4().hex
     return World(app, stub)
 
 

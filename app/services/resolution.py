@@ -43,6 +43,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app import metrics
 from app.crypto import DecryptionError
 from app.errors import Conflict, DomainError, NotFound, unwrap
 from app.extensions import db
@@ -296,6 +297,7 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tu
             reason=reason if refused else resolution.reason,
             **({"refused": refused.message} if refused else {}),
         )
+    metrics.count_handout(reason if refused else ("available" if resolution.available else resolution.reason))
     if refused is not None:
         raise refused
     return resolution, api_key
