@@ -78,6 +78,8 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("DELETE", f"{API}/model-configs/<config_id>"): ADMIN_API,
     ("GET", f"{API}/model-configs/<config_id>/resolution"): USER_API,
     ("POST", f"{API}/credentials"): SERVICE_API,
+    # --- JSON API: the audit log (SPEC 11)
+    ("GET", f"{API}/audit-events"): ADMIN_API,
     # --- JSON API: the caller's own keys (SPEC 5, 6a). B and the admin have no key of their own
     # for the provider, so testing "theirs" is 404; their DELETE is 204 and leaves A's key alone.
     ("GET", f"{API}/user-ai-provider-keys"): USER_API,
