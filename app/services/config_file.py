@@ -1,0 +1,563 @@
+"""Configuration as code (SPEC section 11): `config export` and `config import FILE`.
+
+The file (YAML, read with PyYAML's safe loader only):
+
+    version: 1
+    groups: []
+    providers:
+      - name: openai-main          # matched by name
+        type: openai               # immutable: a different type for an existing provider is an error
+        display_name: OpenAI
+        enabled: true
+        base_url: ""
+        key_policy: provider_only
+        api_key_env: [OPENAI_KEY_1] # import only: variables holding keys; never the key itself
+    model_configs:
+      - provider: openai-main      # matched by (provider name, model)
+        model: gpt-4o
+        display_name: GPT-4o
+        enabled: true
+        is_default: true
+        context_limit: 128000
+        compression_threshold: 70
+        options: {}
+
+Import rules:
+
+- Every field goes through the rules the API applies (`providers.clean_fields`,
+  `model_configs.clean_fields`, `provider_keys.clean_api_key`): one set of rules. A field left
+  out takes the API's default on create and is left as it is on update.
+- One transaction for the whole file. The plan is made and applied inside it, through the flush-only
+  helpers of the services (`insert_provider`, `apply_provider_update`, `store_key`, `insert_config`,
+  `apply_config_update`, `remove_config`, `remove_provider`), so each change is audited as the API
+  would audit it, by the actor "cli config import". Any error writes nothing; `--dry-run` applies
+  the plan and rolls it back (so it also meets what only the database can tell, such as a duplicate).
+- Errors name the entry, the field and the line of the file; the whole file is checked, so every
+  error is reported at once. An error's message never holds a value from the file (that might be a
+  key pasted by mistake), nor the YAML parser's excerpt of the file.
+- `api_key_env`: each variable is read at import; not set is an error naming it; its value follows
+  the key rules and is added unless the provider already has it (the keys' fingerprints tell).
+  Keys are never printed, logged or exported, and `--prune` never deletes keys.
+- The default: `is_default: true` on one config makes it the default (two is an error);
+  `is_default: false` on the current default needs another config of the file to be the default.
+- Decisions where the SPEC is silent: a config may be declared on a disabled provider (the API
+  refuses to *add* one there, but the state is reachable by disabling the provider afterwards, and
+  the file states the end state, so an export of it imports). Legacy configs (no AI provider) are
+  neither exported nor pruned. A provider under the reserved `agents-` prefix (migrated from legacy)
+  is exported and may be updated, but cannot be created by an import, as the API cannot create one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from app.errors import DomainError, InvalidInput
+from app.extensions import db
+from app.models import AIProvider, AIProviderKey, ChatModelConfig
+from app.services import model_configs, provider_keys, providers
+from app.services.base import Actor
+
+VERSION = 1
+TOP_LEVEL = ("version", "groups", "providers", "model_configs")
+PROVIDER_FIELDS = ("name", "type", "display_name", "enabled", "base_url", "key_policy", "api_key_env")
+CONFIG_FIELDS = ("provider", "model", "display_name", "enabled", "is_default", "context_limit",
+                 "compression_threshold", "options")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ACTOR_LABEL = "cli config import"
+
+
+# --- reading the file, with lines ---------------------------------------------------------------
+
+class Entry(dict):
+    """A mapping of the file, with the line it starts on and the line of each of its keys."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class Items(list):
+    """A list of the file, with the line of each item."""
+
+    line: int = 0
+    lines: list[int]
+
+
+class FileProblem(Exception):
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """PyYAML's safe loader (the C one when available), recording lines and refusing duplicate keys."""
+
+
+def _construct_mapping(loader: Any, node: yaml.MappingNode) -> Entry:
+    loader.flatten_mapping(node)
+    entry = Entry()
+    entry.line, entry.lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise FileProblem("Keys must be plain names.", line)
+        if key in entry:
+            raise FileProblem(f"The key {_shown(key)} appears twice in this mapping (first on line "
+                              f"{entry.lines[key]}).", line)
+        entry[key] = loader.construct_object(value_node, deep=True)
+        entry.lines[key] = line
+    return entry
+
+
+def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> Items:
+    items = Items(loader.construct_object(child, deep=True) for child in node.value)
+    items.line, items.lines = node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value]
+    return items
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _shown(name: Any) -> str:
+    """A key of the file as an error message may show it: short, and only if it looks like a name."""
+    text = str(name)
+    return repr(text) if len(text) <= 64 and re.fullmatch(r"[A-Za-z0-9_.-]*", text) else "(a key that is not a name)"
+
+
+def parse(text: str | bytes) -> Any:
+    """The YAML document, its mappings as `Entry` and lists as `Items`. :raise FileProblem:"""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+    except FileProblem:
+        raise
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        # The problem only: the error's text quotes the file around it, which may hold anything.
+        raise FileProblem(f"The file is not valid YAML: {error.problem or error.context}.",
+                          mark.line + 1 if mark else None) from None
+    except yaml.YAMLError:
+        raise FileProblem("The file is not valid YAML.", None) from None
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+@dataclass
+class Problem:
+    entry: str
+    field: str | None
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        about = f"{self.entry}, {self.field}" if self.field else self.entry
+        return f"error {about}{where}: {self.message}"
+
+
+@dataclass
+class Change:
+    verb: str  # create, update, unchanged, delete
+    kind: str  # group, provider, model_config
+    name: str
+    fields: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.verb} {self.kind} {self.name}"
+        return f"{text}: {', '.join(self.fields)}" if self.verb == "update" else text
+
+
+@dataclass
+class ImportResult:
+    """The plan (one line per object, errors among them) and whether it was written."""
+
+    lines: list[Change | Problem] = field(default_factory=list)
+    dry_run: bool = False
+    written: bool = False
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [line for line in self.lines if isinstance(line, Problem)]
+
+    def count(self, verb: str) -> int:
+        return sum(1 for line in self.lines if isinstance(line, Change) and line.verb == verb)
+
+    def summary(self) -> str:
+        return (f"{self.count('create')} created, {self.count('update')} updated, {self.count('unchanged')} unchanged, "
+                f"{len(self.problems)} errors")
+
+
+@dataclass
+class _ProviderPlan:
+    entry: Entry
+    name: str
+    change: Change
+    fields: dict[str, Any]  # cleaned; on update only those that change
+    new_keys: list[str] = field(default_factory=list, repr=False)
+    row: AIProvider | None = None
+
+
+@dataclass
+class _ConfigPlan:
+    entry: Entry
+    label: str
+    provider: str
+    change: Change
+    model: str
+    fields: dict[str, Any]  # cleaned (without is_default); on update only those that change
+    wants_default: bool | None = None  # as the file says
+    make_default: bool = False  # becomes the default now
+    row: ChatModelConfig | None = None
+
+
+class _Checker:
+    """Collects every problem of the file, each with its entry, field and line."""
+
+    def __init__(self, result: ImportResult) -> None:
+        self.result = result
+
+    def problem(self, entry: str, field_name: str | None, line: int | None, message: str) -> None:
+        self.result.lines.append(Problem(entry, field_name, line, message))
+
+    def error(self, entry: str, node: Entry, error: DomainError, default_field: str | None = None) -> None:
+        """A service's rule broken: its message, detail and validations, at the field's line."""
+        details = [(v.field, v.detail) for v in error.validations] or [(error.field or default_field, error.detail)]
+        for field_name, detail in details:
+            line = node.lines.get(field_name, node.line) if field_name else node.line
+            message = error.message + (f" {detail}" if detail and detail != error.message else "")
+            self.problem(entry, field_name, line, message)
+
+
+def _line_of(items: Items, index: int) -> int:
+    return items.lines[index] if index < len(items.lines) else items.line
+
+
+def _entries(doc: Entry, key: str, noun: str, check: _Checker) -> Iterator[tuple[int, Entry]]:
+    items = doc.get(key)
+    if items is None:
+        return
+    if not isinstance(items, list):
+        check.problem(key, None, doc.lines.get(key), f"Must be a list of {noun}s.")
+        return
+    for index, item in enumerate(items):
+        if not isinstance(item, Entry):
+            check.problem(f"{key}[{index}]", None, _line_of(items, index), f"Each {noun} must be a mapping of fields.")
+            continue
+        yield index, item
+
+
+def _unknown_fields(entry: Entry, known: tuple[str, ...], label: str, check: _Checker) -> bool:
+    unknown = [k for k in entry if k not in known]
+    for key in unknown:
+        hint = (" Keys are never written in the file: name the environment variables that hold them in "
+                "api_key_env." if key in ("api_key", "api_keys", "key") else "")
+        check.problem(label, _shown(key).strip("'"), entry.lines.get(key), "Unknown field." + hint)
+    return bool(unknown)
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+def import_config(actor: Actor, text: str | bytes, environ: Mapping[str, str], *, dry_run: bool = False,
+                  prune: bool = False) -> ImportResult:
+    """Apply a configuration file in ONE transaction (see the module docstring). Returns the plan;
+    `written` tells whether it was committed (never with a problem, never on a dry run)."""
+    result = ImportResult(dry_run=dry_run)
+    check = _Checker(result)
+    try:
+        doc = parse(text)
+    except FileProblem as problem:
+        check.problem("file", None, problem.line, problem.message)
+        return result
+    if not _check_top_level(doc, check):
+        return result
+    session = db.session
+    try:
+        plan = _plan(doc, environ, prune, check)
+        problems = result.problems
+        result.lines[:] = plan["changes"] + problems  # one line per object, then the errors
+        if not problems:
+            _apply(actor, plan, check)
+        if result.problems or dry_run:
+            session.rollback()
+        else:
+            session.commit()
+            result.written = True
+    except BaseException:
+        session.rollback()
+        raise
+    return result
+
+
+def _check_top_level(doc: Any, check: _Checker) -> bool:
+    if not isinstance(doc, Entry):
+        check.problem("file", None, None, f"The file must be a mapping with version: {VERSION}, groups, providers "
+                                          "and model_configs.")
+        return False
+    for key in doc:
+        if key not in TOP_LEVEL:
+            check.problem("file", _shown(key).strip("'"), doc.lines.get(key),
+                          "Unknown top-level key (use version, groups, providers, model_configs).")
+    version = doc.get("version")
+    if version != VERSION or isinstance(version, bool):
+        check.problem("file", "version", doc.lines.get("version", doc.line), f"Must be {VERSION}.")
+    groups = doc.get("groups")
+    if groups:  # groups are not in this version of Switchboard yet
+        check.problem("groups", None, doc.lines.get("groups"), "Groups are not supported by this version.")
+    return not check.result.problems
+
+
+def _plan(doc: Entry, environ: Mapping[str, str], prune: bool, check: _Checker) -> dict[str, Any]:
+    provider_entries = list(_entries(doc, "providers", "provider", check))
+    config_entries = list(_entries(doc, "model_configs", "model config", check))
+    named = {e.get("name").strip() for _, e in provider_entries if isinstance(e.get("name"), str)}
+    named |= {e.get("provider").strip() for _, e in config_entries if isinstance(e.get("provider"), str)}
+    # Every live provider the file names, locked for the rest of the transaction (all of them with --prune).
+    stmt = sa.select(AIProvider).where(AIProvider.deleted.is_(False))
+    if not prune:
+        stmt = stmt.where(AIProvider.name.in_(sorted(named)))
+    live = {p.name: p for p in db.session.execute(stmt.order_by(AIProvider.id).with_for_update()).scalars()}
+    provider_plans = _plan_providers(provider_entries, live, environ, check)
+    config_plans, existing_configs = _plan_configs(config_entries, provider_plans, live, prune, check)
+    changes = [p.change for p in provider_plans.values() if p.change.verb != "error"]
+    changes += [c.change for c in config_plans.values()]
+    pruned_configs, pruned_providers = [], []
+    if prune:
+        for (provider_name, model), config in sorted(existing_configs.items()):
+            if (provider_name, model) not in config_plans:
+                pruned_configs.append(config)
+                changes.append(Change("delete", "model_config", f"{provider_name}/{model}"))
+        for name, provider in sorted(live.items()):
+            if name not in provider_plans:
+                pruned_providers.append(provider)
+                changes.append(Change("delete", "provider", name))
+    return {"providers": provider_plans, "configs": config_plans, "changes": changes,
+            "pruned_configs": pruned_configs, "pruned_providers": pruned_providers}
+
+
+def _plan_providers(entries: list[tuple[int, Entry]], live: dict[str, AIProvider], environ: Mapping[str, str],
+                    check: _Checker) -> dict[str, _ProviderPlan]:
+    plans: dict[str, _ProviderPlan] = {}
+    fingerprints = _fingerprints([live[n].id for n in live])
+    for index, entry in entries:
+        raw_name = entry.get("name")
+        label = f"provider {raw_name.strip()}" if isinstance(raw_name, str) and raw_name.strip() else f"providers[{index}]"
+        problems_before = len(check.result.problems)
+        _unknown_fields(entry, PROVIDER_FIELDS, label, check)
+        name = raw_name.strip() if isinstance(raw_name, str) else raw_name
+        existing = live.get(name) if isinstance(name, str) else None
+        sent = {k: v for k, v in entry.items() if k in PROVIDER_FIELDS and k != "api_key_env"}
+        if existing is None:
+            sent.setdefault("type", None)  # required on create: the API's message when it is missing
+            sent.setdefault("name", None)
+        cleaned, errors = providers.clean_fields(sent, current_name=existing.name if existing else None)
+        for error in errors:
+            check.error(label, entry, error)
+        if existing is not None and "type" in cleaned and cleaned["type"] != existing.type:
+            check.problem(label, "type", entry.lines.get("type"),
+                          f"A provider's type cannot change (it is {existing.type}); add a provider under another name.")
+        if isinstance(name, str) and name in plans:
+            check.problem(label, "name", entry.lines.get("name", entry.line),
+                          f"Listed twice (first on line {plans[name].entry.line}).")
+        keys = _keys_from_environment(entry, label, environ, check)
+        if len(check.result.problems) > problems_before:
+            if isinstance(name, str) and name not in plans:
+                plans[name] = _ProviderPlan(entry, name, Change("error", "provider", name), {})
+            continue
+        fields = {k: v for k, v in cleaned.items() if k != "name"}
+        if existing is None:
+            plan = _ProviderPlan(entry, name, Change("create", "provider", name), {"name": name, **fields},
+                                 new_keys=list(dict.fromkeys(keys)))
+        else:
+            changed = {k: v for k, v in fields.items() if k != "type" and getattr(existing, k) != v}
+            have = fingerprints.get(existing.id, set())
+            new_keys = [k for k in dict.fromkeys(keys) if provider_keys.key_fingerprint(existing.id, k) not in have]
+            shown = list(changed) + ([f"api_key_env (+{len(new_keys)} key{'s' if len(new_keys) > 1 else ''})"]
+                                     if new_keys else [])
+            plan = _ProviderPlan(entry, name, Change("update" if shown else "unchanged", "provider", name, shown),
+                                 changed, new_keys=new_keys, row=existing)
+        plans[name] = plan
+    return plans
+
+
+def _keys_from_environment(entry: Entry, label: str, environ: Mapping[str, str], check: _Checker) -> list[str]:
+    """The keys the entry's `api_key_env` names, each checked by the key rules (never shown)."""
+    names = entry.get("api_key_env")
+    line = entry.lines.get("api_key_env")
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        check.problem(label, "api_key_env", line, "Must be a list of environment variable names.")
+        return []
+    keys = []
+    for name in names:
+        if not ENV_NAME.match(name):
+            check.problem(label, "api_key_env", line, f"{_shown(name)} is not an environment variable name.")
+        elif name not in environ:
+            check.problem(label, "api_key_env", line, f"The environment variable {name} is not set.")
+        else:
+            try:
+                keys.append(provider_keys.clean_api_key(environ[name]))
+            except InvalidInput as error:
+                check.problem(label, "api_key_env", line, f"{name}: {error.message}")
+    return keys
+
+
+def _fingerprints(provider_ids: list[Any]) -> dict[Any, set[str]]:
+    found: dict[Any, set[str]] = {}
+    if provider_ids:
+        rows = db.session.execute(sa.select(AIProviderKey.provider_id, AIProviderKey.fingerprint)
+                                  .where(AIProviderKey.provider_id.in_(provider_ids)))
+        for pid, fingerprint in rows:
+            found.setdefault(pid, set()).add(fingerprint)
+    return found
+
+
+def _plan_configs(entries: list[tuple[int, Entry]], provider_plans: dict[str, _ProviderPlan],
+                  live: dict[str, AIProvider], prune: bool, check: _Checker
+                  ) -> tuple[dict[tuple[str, str], _ConfigPlan], dict[tuple[str, str], ChatModelConfig]]:
+    by_id = {p.id: name for name, p in live.items()}
+    existing: dict[tuple[str, str], ChatModelConfig] = {}
+    if by_id:
+        for config in db.session.execute(
+                sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False),
+                                                 ChatModelConfig.ai_provider_id.in_(list(by_id)))).scalars():
+            existing[(by_id[config.ai_provider_id], config.model)] = config
+    plans: dict[tuple[str, str], _ConfigPlan] = {}
+    default_at: tuple[str, int] | None = None
+    for index, entry in entries:
+        raw_provider, raw_model = entry.get("provider"), entry.get("model")
+        provider = raw_provider.strip() if isinstance(raw_provider, str) else None
+        model = raw_model.strip() if isinstance(raw_model, str) else None
+        label = f"model_config {provider}/{model}" if provider and model else f"model_configs[{index}]"
+        problems_before = len(check.result.problems)
+        _unknown_fields(entry, CONFIG_FIELDS, label, check)
+        if not provider:
+            check.problem(label, "provider", entry.lines.get("provider", entry.line),
+                          "Name the provider (its name) the config runs on.")
+        elif provider not in provider_plans and provider not in live:
+            check.problem(label, "provider", entry.lines.get("provider"),
+                          f"No provider named {_shown(provider)} exists or is in the file.")
+        elif provider not in provider_plans and prune:
+            check.problem(label, "provider", entry.lines.get("provider"),
+                          f"The provider {_shown(provider)} is not in the file: --prune would delete it with its configs.")
+        sent = {k: v for k, v in entry.items() if k in CONFIG_FIELDS and k != "provider"}
+        sent.setdefault("model", None)
+        cleaned, errors = model_configs.clean_fields(sent)
+        for error in errors:
+            check.error(label, entry, error)
+        model = cleaned.get("model", model)
+        key = (provider, model)
+        if provider and model and key in plans:
+            check.problem(label, "model", entry.lines.get("model", entry.line),
+                          f"Listed twice (first on line {plans[key].entry.line}).")
+        wants_default = cleaned.pop("is_default", None)
+        if wants_default:
+            if default_at is not None:
+                check.problem(label, "is_default", entry.lines.get("is_default"),
+                              f"Only one model config can be the default ({default_at[0]}, line {default_at[1]}, is too).")
+            else:
+                default_at = (f"{provider}/{model}", entry.lines.get("is_default", entry.line))
+        if len(check.result.problems) > problems_before:
+            continue
+        current = existing.get(key)
+        cleaned.pop("model", None)
+        name = f"{provider}/{model}"
+        if current is None:
+            plans[key] = _ConfigPlan(entry, label, provider, Change("create", "model_config", name), model,
+                                     {"model": model, **cleaned}, wants_default, make_default=bool(wants_default))
+        else:
+            changed = {k: v for k, v in cleaned.items() if getattr(current, k) != v}
+            plans[key] = _ConfigPlan(entry, label, provider, Change("update", "model_config", name), model, changed,
+                                     wants_default, make_default=bool(wants_default) and not current.is_default,
+                                     row=current)
+    target = default_at[0] if default_at else None
+    for plan in plans.values():  # what the file says of the default, for configs that exist
+        if plan.row is None:
+            continue
+        shown = list(plan.fields)
+        if plan.make_default:
+            shown.append("is_default")
+        elif plan.row.is_default and target is not None and target != plan.change.name:
+            shown.append("is_default")  # another config of the file becomes the default
+        elif plan.row.is_default and plan.wants_default is False:
+            check.problem(plan.label, "is_default", plan.entry.lines.get("is_default"),
+                          f"{model_configs.DEFAULT_REQUIRED} Make another config of the file the default.")
+        plan.change.fields = shown
+        plan.change.verb = "update" if shown else "unchanged"
+    return plans, existing
+
+
+# --- applying the plan -----------------------------------------------------------------------------
+
+def _apply(actor: Actor, plan: dict[str, Any], check: _Checker) -> None:
+    """Write the plan through the services' flush-only helpers, in the caller's transaction. A
+    rule only the database can check (a duplicate) becomes the problem of its entry, and stops."""
+    current = ""
+    try:
+        for name, item in plan["providers"].items():
+            current = f"provider {name}"
+            if item.row is None:
+                item.row = providers.insert_provider(actor, item.fields)
+            elif item.fields:
+                providers.apply_provider_update(actor, item.row.id, item.fields)
+            for key in item.new_keys:
+                provider_keys.store_key(actor, item.row.id, key)
+        for item in plan["configs"].values():
+            current = item.label
+            provider = plan["providers"].get(item.provider)
+            row = provider.row if provider is not None else None
+            if row is None:  # a provider that exists and is not in the file
+                row = db.session.execute(sa.select(AIProvider).where(AIProvider.name == item.provider,
+                                                                     AIProvider.deleted.is_(False))).scalar_one()
+            if item.row is None:
+                item.row = model_configs.insert_config(actor, row.id, row.type, item.fields,
+                                                       wants_default=item.make_default)
+            elif item.fields or item.make_default:
+                model_configs.apply_config_update(actor, item.row.id,
+                                                  {**item.fields, **({"is_default": True} if item.make_default else {})})
+        for config in plan["pruned_configs"]:
+            current = "model_config (pruned)"
+            model_configs.remove_config(actor, config.id)
+        for provider in plan["pruned_providers"]:
+            current = f"provider {provider.name} (pruned)"
+            providers.remove_provider(actor, provider.id)
+    except DomainError as error:
+        check.problem(current, error.field, None, error.message)
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+def export_config() -> dict[str, Any]:
+    """The configuration as a file would state it: live providers by name, their live configs by
+    (provider, model); never a key, hint or ciphertext."""
+    provider_rows = list(db.session.execute(
+        sa.select(AIProvider).where(AIProvider.deleted.is_(False)).order_by(AIProvider.name)).scalars())
+    config_rows = db.session.execute(
+        sa.select(ChatModelConfig, AIProvider.name)
+        .join(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
+        .where(ChatModelConfig.deleted.is_(False), AIProvider.deleted.is_(False))
+        .order_by(AIProvider.name, ChatModelConfig.model))
+    return {
+        "version": VERSION,
+        "groups": [],
+        "providers": [{"name": p.name, "type": p.type, "display_name": p.display_name, "enabled": p.enabled,
+                       "base_url": p.base_url, "key_policy": p.key_policy} for p in provider_rows],
+        "model_configs": [{"provider": provider_name, "model": c.model, "display_name": c.display_name,
+                           "enabled": c.enabled, "is_default": c.is_default, "context_limit": c.context_limit,
+                           "compression_threshold": c.compression_threshold, "options": c.options}
+                          for c, provider_name in config_rows],
+    }
+
+
+def dump(config: dict[str, Any]) -> str:
+    """YAML for `export_config()`: block style, keys in the file's order, unicode as is."""
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
