@@ -43,6 +43,17 @@ def _parse_bool(name: str, raw: Any, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false.")
 
 
+def _parse_days(name: str, raw: Any) -> int:
+    """A number of days, 0 or more. :raise ConfigError: anything else."""
+    try:
+        value = int(str(raw).strip() or "0")
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{name} must be a whole number of days, 0 or more (0 turns it off).")
+    return value
+
+
 def _read_or_create(path: Path, make: Any) -> str:
     """Return the secret stored at `path`, creating it (mode 0600) on first use."""
     if path.exists():
@@ -106,6 +117,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         cookie_secure = _env_bool("SESSION_COOKIE_SECURE", secure_default)
 
     allow_byok = _parse_bool("ALLOW_BYOK", setting("ALLOW_BYOK"), True)
+    key_max_age_days = _parse_days("KEY_MAX_AGE_DAYS", setting("KEY_MAX_AGE_DAYS", 0))
 
     config: dict[str, Any] = {
         "SWITCHBOARD_ENV": env_name,
@@ -115,6 +127,8 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url),
         "ALLOW_BYOK": bool(allow_byok),
+        # Shared keys older than this many days show "Rotate soon" (0: off).
+        "KEY_MAX_AGE_DAYS": key_max_age_days,
         "REDIS_URL": setting("REDIS_URL") or None,
         "PRIVATE_BASE_URL_ALLOWLIST": setting("PRIVATE_BASE_URL_ALLOWLIST", "") or "",
         # Bearer token of GET /metrics (app/metrics.py); unset: the route answers 404.
@@ -145,7 +159,7 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
     config.update(_outbound_settings(setting))
     # Anything else passed by tests (TESTING, overrides of the above) wins.
     for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "DATABASE_URL", "ALLOW_BYOK", "REDIS_URL",
-                 "PRIVATE_BASE_URL_ALLOWLIST"):
+                 "PRIVATE_BASE_URL_ALLOWLIST", "KEY_MAX_AGE_DAYS"):
         test_config.pop(name, None)
     if "SQLALCHEMY_ENGINE_OPTIONS" in test_config:
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.support import KEY_A, SECRET_KEY, Api, database_url, is_postgres, make_token, make_user
+from tests.support import KEY_A, SECRET_KEY, Api, database_url, is_postgres, login, make_token, make_user
 
 # Scans every response, log record and (before each emptying) the database for canary keys.
 pytest_plugins = ["tests.support.leak_canary"]
@@ -153,6 +153,22 @@ def member(app):
 @pytest.fixture
 def member_b(app):
     return make_user(app, "other@example.com", role="member", name="Bo Other")
+
+
+@pytest.fixture
+def admin_client(app, admin):
+    """A browser signed in as the admin (session cookie)."""
+    client = app.test_client()
+    login(client, admin.email)
+    return client
+
+
+@pytest.fixture
+def member_client(app, member):
+    """A browser signed in as the member."""
+    client = app.test_client()
+    login(client, member.email)
+    return client
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("DELETE", f"{API}/model-configs/<config_id>"): ADMIN_API,
     ("GET", f"{API}/model-configs/<config_id>/resolution"): USER_API,
     ("POST", f"{API}/credentials"): SERVICE_API,
+    ("POST", f"{API}/credentials/report"): SERVICE_API,
     # --- JSON API: the audit log (SPEC 11)
     ("GET", f"{API}/audit-events"): ADMIN_API,
     # --- JSON API: the caller's own keys (SPEC 5, 6a). B and the admin have no key of their own
@@ -303,6 +304,7 @@ JSON_BODIES: dict[tuple[str, str], Any] = {
     ("POST", f"{API}/ai-providers/<provider_id>/keys/<key_id>/test"): lambda o: {},
     ("POST", f"{API}/credentials"): lambda o: {"user_id": str(o.world.member_a.id),
                                                 "model_config_id": o.provider["config_id"]},
+    ("POST", f"{API}/credentials/report"): lambda o: {"key_id": o.provider["key_id"], "result": "ok"},
     ("POST", f"{API}/model-configs"): lambda o: {"ai_provider_id": o.provider["id"], "model": f"m-{uuid.uuid4().hex[:8]}"},
     ("PATCH", f"{API}/model-configs/<config_id>"): lambda o: {"display_name": "Renamed"},
     ("PUT", f"{API}/user-ai-provider-keys/<provider_id>"): lambda o: {"api_key": new_key("byok")},

@@ -153,6 +153,25 @@ def test_malformed_boolean_fails_naming_the_variable(monkeypatch, tmp_path, name
         load_config(str(tmp_path), {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A})
 
 
+@pytest.mark.parametrize("value", ["soon", "-1", "2.5"])
+def test_malformed_key_max_age_fails_naming_it(monkeypatch, tmp_path, value):
+    from app.config import ConfigError, load_config
+
+    monkeypatch.setenv("KEY_MAX_AGE_DAYS", value)
+    with pytest.raises(ConfigError, match="KEY_MAX_AGE_DAYS"):
+        load_config(str(tmp_path), {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A})
+
+
+def test_key_max_age_is_off_by_default_and_read_in_days(monkeypatch, tmp_path):
+    from app.config import load_config
+
+    production = {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A}
+    monkeypatch.delenv("KEY_MAX_AGE_DAYS", raising=False)
+    assert load_config(str(tmp_path), production)["KEY_MAX_AGE_DAYS"] == 0
+    monkeypatch.setenv("KEY_MAX_AGE_DAYS", "90")
+    assert load_config(str(tmp_path), production)["KEY_MAX_AGE_DAYS"] == 90
+
+
 def test_dotenv_file_is_read(tmp_path):
     database = tmp_path / "from-dotenv.db"
     (tmp_path / ".env").write_text(

@@ -174,3 +174,31 @@ def test_the_api_lists_match_the_enabled_set(app, member, member_api):
     rest = body[1:]
     assert [c["display_name"].lower() or c["model"] for c in rest] == sorted(
         c["display_name"].lower() or c["model"] for c in rest)
+
+
+def test_failing_keys_add_no_statement(app, member):
+    """Key health: passing over refused keys (the oldest key that is not failing serves; a failing
+    user key counts as absent) is decided in the same statements, whatever the number of keys."""
+    from app.extensions import db
+    from app.models import AIProvider, AIProviderKey, UserAIProviderKey
+    from app.services.secrets import keyring
+    from tests.support import login
+
+    api = Api(app.test_client(), make_token(app, member))
+    client = app.test_client()
+    login(client, member.email)
+    seed(app, member.id, 0, 60)
+    before = measure(app, member, api, client)
+
+    with app.app_context():
+        digest, now = keyring().primary_digest, datetime.now(UTC)
+        provider_ids = db.session.execute(sa.select(AIProvider.id)).scalars().all()
+        db.session.execute(sa.insert(AIProviderKey), [
+            {"id": uuid.uuid4(), "provider_id": pid, "ciphertext": b"z" * 40, "key_digest": digest, "hint": "...efgh",
+             "fingerprint": f"more-{pid}-{k}", "created_at": now - timedelta(days=k),
+             "last_tested_at": now, "last_test_result": "invalid_key" if k % 2 else "forbidden"}
+            for pid in provider_ids for k in range(8)])
+        db.session.execute(sa.update(UserAIProviderKey).values(last_tested_at=now, last_test_result="invalid_key"))
+        db.session.commit()
+    after = measure(app, member, api, client)
+    assert before == after

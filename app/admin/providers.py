@@ -16,11 +16,12 @@ from app.admin.provider_forms import ProviderCreateForm, ProviderEditForm, Provi
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import AIProvider
 from app.pages import EmptyForm, admin_required, apply_error, confirmed_post, current_actor, or_404, page_args
-from app.services import key_testing, provider_keys, user_keys
+from app.services import key_health, key_testing, provider_keys, user_keys
 from app.services import providers as service
 from app.services.base import Page
 
 LABELS = {"type_labels": service.TYPE_LABELS, "policy_labels": service.POLICY_LABELS,
+          "result_labels": key_health.RESULT_LABELS,
           "relies_on_shared_key": service.relies_on_shared_key}
 KEY_HOLDERS_SHOWN = 50  # users listed with their own key on a provider's page (the count is exact)
 
@@ -75,9 +76,9 @@ def _render_detail(provider: AIProvider, key_form: ProviderKeyForm, status: int 
     """The page: keys (the one in use marked), what depends on it, and who holds a key of their own
     (email, name and when they saved it; never the key or its hint)."""
     keys = provider_keys.list_keys(provider.id)
-    in_use = provider_keys.oldest_key(provider.id)
+    in_use = provider_keys.serving_key(provider.id)
     return render_template("admin/providers/detail.html", provider=provider, keys=keys, facts=_facts(provider),
-                           in_use_key_id=in_use.id if in_use else None,
+                           in_use_key_id=in_use.id if in_use else None, health=key_health.health_of,
                            testable=key_testing.supports_testing(provider.type),
                            holders=user_keys.user_key_holders(provider.id, limit=KEY_HOLDERS_SHOWN),
                            key_form=key_form, byok_enabled=service.byok_enabled(provider), **LABELS), status

@@ -8,10 +8,11 @@ from app.api import bp
 from app.api import responses as out
 from app.api.auth import access, actor
 from app.api.openapi import doc
-from app.api.schemas import CredentialsRequest, ModelConfigCreate, ModelConfigUpdate
-from app.api.serializers import model_config_dict, resolution_dict
+from app.api.schemas import CredentialsReport, CredentialsRequest, ModelConfigCreate, ModelConfigUpdate
+from app.api.serializers import credentials_dict, model_config_dict, resolution_dict
 from app.api.util import listing, page_from_args, parse_body, try_parse_body
 from app.errors import DomainError
+from app.services import key_health
 from app.services import model_configs as service
 from app.services import resolution as resolution_service
 
@@ -93,5 +94,21 @@ def hand_out_credentials():
     """
     parsed = try_parse_body(CredentialsRequest)
     ask = parsed if isinstance(parsed, DomainError) else (parsed[0].user_id, parsed[0].model_config_id)
-    resolution, api_key = resolution_service.hand_out_credentials(actor(), ask)
-    return jsonify({**resolution_dict(resolution), "api_key": api_key})
+    return jsonify(credentials_dict(resolution_service.hand_out_credentials(actor(), ask)))
+
+
+@bp.post("/credentials/report")
+@access("service")
+@doc("Report how a handed-out key fared", body=CredentialsReport, responses={204: None}, errors=(404,))
+def report_credentials():
+    """Service tokens only: the chat backend reports the provider's answer to a key it was handed
+    (`key_id` from `POST /credentials`). `invalid_key` or `forbidden` marks the key failing, so
+    resolution passes over it (the next oldest shared key serves; a failing user key counts as
+    absent); `ok` clears that. Audited as `credentials.report`.
+
+    :raise 400: a malformed body or key id, a result other than ok, invalid_key, forbidden.
+    :raise 404: "API key not found." (no key has this id, e.g. it was deleted).
+    """
+    body, _ = parse_body(CredentialsReport)
+    key_health.report(actor(), body.key_id, body.result)
+    return "", 204

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from app.models import KEY_POLICIES, PROVIDER_TYPES, ROLES
+from app.models import KEY_POLICIES, PROVIDER_TYPES, ROLES, TEST_RESULTS
 from app.services.resolution import KEY_SOURCES, REASONS
 
 ProviderType = Literal[PROVIDER_TYPES]  # type: ignore[valid-type]
@@ -26,8 +26,8 @@ KeyPolicy = Literal[KEY_POLICIES]  # type: ignore[valid-type]
 Role = Literal[ROLES]  # type: ignore[valid-type]
 KeySource = Literal[KEY_SOURCES]  # type: ignore[valid-type]
 Reason = Literal[REASONS]  # type: ignore[valid-type]
-# SPEC section 6a; the same tuple as app.services.key_testing.RESULTS (tests/test_openapi.py checks).
-KeyTestOutcome = Literal["ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response"]
+# SPEC section 6a: what a key test (or a report) can find.
+KeyTestOutcome = Literal[TEST_RESULTS]  # type: ignore[valid-type]
 
 Timestamp = datetime  # RFC 3339 UTC, e.g. "2026-01-31T12:00:00.000000Z"
 
@@ -82,6 +82,9 @@ class ProviderKey(Out):
     hint: str = Field(description='"..." and the last 4 characters; never the key.')
     created_at: Timestamp
     updated_at: Timestamp
+    last_tested_at: Timestamp | None = Field(description="When the key was last tested or reported on; null until then.")
+    last_test_result: KeyTestOutcome | None = Field(
+        description="The latest result; `invalid_key` or `forbidden` mark the key failing (passed over).")
 
 
 class UserKeyConfig(Out):
@@ -90,6 +93,9 @@ class UserKeyConfig(Out):
     has_provider_api_key: bool
     byok_enabled: bool
     hint: str | None = Field(description="The hint of the caller's key, null without one.")
+    last_tested_at: Timestamp | None = Field(description="When the caller's key was last tested or reported on.")
+    last_test_result: KeyTestOutcome | None = Field(
+        description="The latest result for the caller's key; `invalid_key` or `forbidden`: refused, not used.")
 
 
 class ModelConfig(Out):
@@ -125,6 +131,8 @@ class Resolution(Out):
 
 
 class Credentials(Resolution):
+    key_id: uuid.UUID | None = Field(
+        description="The stored key handed out (for POST /credentials/report); null with `api_key` null.")
     api_key: str | None = Field(description="The key in plaintext; null when none is available.")
 
 

@@ -9,7 +9,7 @@ routes (AI providers and legacy chat providers).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -90,6 +90,11 @@ class LegacyProviderCreate(LegacyProviderUpdate):
 
 class NoBody(Body):
     """These routes take no body; one that is sent may not carry fields."""
+
+
+class CredentialsReport(Body):
+    key_id: str
+    result: Literal["ok", "invalid_key", "forbidden"]
 
 
 class AuditEventsQuery(Body):

@@ -7,7 +7,7 @@ from app.api.util import timestamp
 from app.models import AIProvider, AIProviderKey, AuditEvent, ChatModelConfig, ChatProvider
 from app.services import legacy
 from app.services.providers import ProviderFacts, byok_enabled
-from app.services.resolution import Resolution
+from app.services.resolution import Handout, Resolution
 from app.services.user_keys import UserKeyConfig
 
 
@@ -46,6 +46,8 @@ def key_dict(key: AIProviderKey) -> dict:
         "hint": key.hint,
         "created_at": timestamp(key.created_at),
         "updated_at": timestamp(key.updated_at),
+        "last_tested_at": timestamp(key.last_tested_at),
+        "last_test_result": key.last_test_result,
     }
 
 
@@ -84,6 +86,13 @@ def resolution_dict(resolution: Resolution) -> dict:
     }
 
 
+def credentials_dict(handout: Handout) -> dict:
+    """A hand-out: the resolution, the key, and which stored key it is (`key_id`, for the report
+    of how it fared; null with `api_key` null)."""
+    return {**resolution_dict(handout.resolution), "key_id": str(handout.key_id) if handout.key_id else None,
+            "api_key": handout.api_key}
+
+
 def user_key_config_dict(config: UserKeyConfig) -> dict:
     return {
         "provider": provider_summary(config.provider),
@@ -91,6 +100,8 @@ def user_key_config_dict(config: UserKeyConfig) -> dict:
         "has_provider_api_key": config.has_provider_api_key,
         "byok_enabled": config.byok_enabled,
         "hint": config.hint,
+        "last_tested_at": timestamp(config.key_last_tested_at),
+        "last_test_result": config.key_last_test_result,
     }
 
 

@@ -6,8 +6,10 @@ from app.models.groups import ACCESS_MODES, MEMBER_SOURCES, Group, GroupMember, 
 from app.models.legacy import ChatProvider, UserChatProviderKey
 from app.models.model_configs import ChatModelConfig
 from app.models.providers import (
+    FAILING_RESULTS,
     KEY_POLICIES,
     PROVIDER_TYPES,
+    TEST_RESULTS,
     AIProvider,
     AIProviderKey,
     UserAIProviderKey,
@@ -16,10 +18,12 @@ from app.models.users import ROLES, ApiToken, User, UserSession
 
 __all__ = [
     "ACCESS_MODES",
+    "FAILING_RESULTS",
     "KEY_POLICIES",
     "MEMBER_SOURCES",
     "PROVIDER_TYPES",
     "ROLES",
+    "TEST_RESULTS",
     "AIProvider",
     "AIProviderKey",
     "ApiToken",

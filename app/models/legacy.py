@@ -32,6 +32,9 @@ class ChatProvider(Base):
     api_key_ciphertext: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     api_key_digest: Mapped[str | None] = mapped_column(sa.ForeignKey("encryption_keys.digest"), index=True)
     api_key_hint: Mapped[str | None] = mapped_column(sa.String(16))
+    # Health of the central key: its latest test or report (null until tested).
+    api_key_last_tested_at: Mapped[datetime | None]
+    api_key_last_test_result: Mapped[str | None] = mapped_column(sa.String(32))
     enabled: Mapped[bool] = mapped_column(default=True)
     base_url: Mapped[str] = mapped_column(sa.String(2048), default="")
     central_api_key_enabled: Mapped[bool] = mapped_column(default=True)
@@ -56,3 +59,5 @@ class UserChatProviderKey(Base):
     hint: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_tested_at: Mapped[datetime | None]
+    last_test_result: Mapped[str | None] = mapped_column(sa.String(32))

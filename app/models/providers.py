@@ -10,6 +10,10 @@ from app.db import Base, new_uuid, utcnow
 
 PROVIDER_TYPES = ("openai", "anthropic", "azure", "bedrock", "google", "openai-compat", "openrouter", "vercel")
 KEY_POLICIES = ("provider_only", "user_preferred", "user_only")
+# What a key test (or the chat backend's report) can find (SPEC sections 6a and 11).
+TEST_RESULTS = ("ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response")
+# A key whose latest result is one of these is failing: resolution passes over it.
+FAILING_RESULTS = ("invalid_key", "forbidden")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -59,6 +63,9 @@ class AIProviderKey(Base):
     fingerprint: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Key health: the latest test or report (null until tested).
+    last_tested_at: Mapped[datetime | None]
+    last_test_result: Mapped[str | None] = mapped_column(sa.String(32))
 
 
 class UserAIProviderKey(Base):
@@ -78,3 +85,5 @@ class UserAIProviderKey(Base):
     hint: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_tested_at: Mapped[datetime | None]
+    last_test_result: Mapped[str | None] = mapped_column(sa.String(32))

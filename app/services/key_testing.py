@@ -48,13 +48,13 @@ from app import metrics
 from app.crypto import DecryptionError
 from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from app.extensions import db
-from app.models import AIProvider, AIProviderKey, ChatModelConfig, UserAIProviderKey
-from app.services import audit, outbound, provider_keys, providers, secrets, user_keys
+from app.models import TEST_RESULTS, AIProvider, AIProviderKey, ChatModelConfig, UserAIProviderKey
+from app.services import audit, key_health, outbound, provider_keys, providers, secrets, user_keys
 from app.services.base import Actor, parse_uuid, require_byok, transaction
 from app.services.own_keys import check_accepts_keys
 from app.services.resolution import UNREADABLE_KEY, UNREADABLE_KEY_DETAIL
 
-RESULTS = ("ok", "invalid_key", "forbidden", "rate_limited", "unreachable", "timeout", "unexpected_response")
+RESULTS = TEST_RESULTS  # SPEC section 6a: what a test can find
 MAX_MODELS = 2000
 MODEL_ID_MAX = 256
 ANTHROPIC_VERSION = "2023-06-01"
@@ -151,12 +151,15 @@ def test_user_key(actor: Actor, provider_id: Any) -> KeyTestResult:
 
 
 def _test_key(actor: Actor, provider: AIProvider, key: Any, action: str, resource_type: str) -> KeyTestResult:
-    """Send `key` to the provider (outside any transaction) and audit the result, never the key."""
+    """Send `key` to the provider (outside any transaction); remember the result as the key's
+    latest test (key health: a refusal marks it failing, anything else clears that) and audit it,
+    never the key. A key deleted during the call stays deleted."""
     call = _prepare(provider, _open(key), purpose="test")
-    provider_id, key_id, hint = provider.id, key.id, key.hint
+    provider_id, key_id, hint, spec = provider.id, key.id, key.hint, secrets.spec_for(key)
     _release_session(actor)
     outcome = _run(call)
     with transaction():
+        key_health.record(spec, key_id, outcome.result)
         audit.record(actor, action, resource_type, key_id, provider_id=provider_id,
                      result=outcome.result, status=call.status)
     metrics.count_key_test(outcome.result)

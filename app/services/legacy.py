@@ -273,6 +273,7 @@ def update_provider(actor: Actor, provider_id: Any, changes: dict[str, Any]) -> 
             key_action = "replaced"
         elif key_changes and has_api_key(row):
             row.api_key_ciphertext = row.api_key_digest = row.api_key_hint = None
+            row.api_key_last_tested_at = row.api_key_last_test_result = None
             key_action = "removed"
         if changed or key_action:
             row.updated_at = utcnow()

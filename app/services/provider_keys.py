@@ -14,6 +14,7 @@ from app.extensions import db
 from app.models import AIProviderKey
 from app.services import audit, secrets
 from app.services.base import Actor, Page, count, flush_unique, parse_uuid, transaction
+from app.services.key_health import failing, is_failing
 from app.services.providers import PROVIDER_NOT_FOUND, get_provider, lock_live
 from app.services.text import check_text
 
@@ -135,3 +136,26 @@ def oldest_key(provider_id: uuid.UUID) -> AIProviderKey | None:
         sa.select(AIProviderKey).where(AIProviderKey.provider_id == provider_id)
         .order_by(AIProviderKey.created_at, AIProviderKey.id).limit(1)
     ).scalar_one_or_none()
+
+
+def serving_keys(provider_ids: set[uuid.UUID]) -> dict[uuid.UUID, AIProviderKey]:
+    """For each provider with keys, in one query, the key that serves its requests: its oldest key
+    (created_at, then id) that is not failing (key health), or, when every key is failing, its
+    oldest key (which `key_health.is_failing` then tells apart)."""
+    if not provider_ids:
+        return {}
+    rank = sa.func.row_number().over(
+        partition_by=AIProviderKey.provider_id,
+        order_by=(sa.case((failing(AIProviderKey.last_test_result), 1), else_=0),
+                  AIProviderKey.created_at, AIProviderKey.id),
+    ).label("rank")
+    ranked = sa.select(AIProviderKey.id, rank).where(AIProviderKey.provider_id.in_(provider_ids)).subquery()
+    stmt = sa.select(AIProviderKey).join(ranked, ranked.c.id == AIProviderKey.id).where(ranked.c.rank == 1)
+    return {k.provider_id: k for k in db.session.execute(stmt).scalars()}
+
+
+def serving_key(provider_id: uuid.UUID) -> AIProviderKey | None:
+    """The key that serves a provider's requests now (oldest not failing), or None (no key, or
+    every key failing)."""
+    key = serving_keys({provider_id}).get(provider_id)
+    return None if key is None or is_failing(key.last_test_result) else key

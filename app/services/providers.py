@@ -30,6 +30,7 @@ from app.services import audit
 from app.services.base import Actor, Page, count, flush_unique, lock_one, parse_uuid, transaction
 from app.services.base_urls import current_allowlist, normalize_base_url
 from app.services.default_model import promote_default_if_missing
+from app.services.key_health import failing, stale_before
 from app.services.text import check_text, clean_text
 
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -198,27 +199,41 @@ class ProviderFacts:
     key_count: int = 0
     user_key_count: int = 0
     model_count: int = 0
+    failing_key_count: int = 0  # shared keys the provider refused (key health)
+    stale_key_count: int = 0  # shared keys older than KEY_MAX_AGE_DAYS
 
     @property
     def has_provider_api_key(self) -> bool:
         return self.key_count > 0
 
+    @property
+    def every_key_failing(self) -> bool:
+        """The provider has shared keys and refused each of them: requests that need one fail."""
+        return self.key_count > 0 and self.failing_key_count == self.key_count
+
 
 def provider_facts(provider_ids: list[uuid.UUID]) -> dict[uuid.UUID, ProviderFacts]:
-    """Key, user-key and live-model counts for many providers, in one query."""
+    """Key, user-key and live-model counts for many providers, and how their shared keys fare
+    (failing, due for rotation), in one query."""
     if not provider_ids:
         return {}
-    keys = (sa.select(sa.func.count()).select_from(AIProviderKey)
-            .where(AIProviderKey.provider_id == AIProvider.id).scalar_subquery())
+
+    def key_count(*conditions: sa.ColumnElement[bool]) -> sa.ScalarSelect:
+        return (sa.select(sa.func.count()).select_from(AIProviderKey)
+                .where(AIProviderKey.provider_id == AIProvider.id, *conditions).scalar_subquery())
+
+    cutoff = stale_before()
+    stale = key_count(AIProviderKey.created_at < cutoff) if cutoff is not None else sa.literal(0)
     user_keys = (sa.select(sa.func.count()).select_from(UserAIProviderKey)
                  .where(UserAIProviderKey.ai_provider_id == AIProvider.id).scalar_subquery())
     models = (sa.select(sa.func.count()).select_from(ChatModelConfig)
               .where(ChatModelConfig.ai_provider_id == AIProvider.id, ChatModelConfig.deleted.is_(False))
               .scalar_subquery())
     rows = db.session.execute(
-        sa.select(AIProvider.id, keys, user_keys, models).where(AIProvider.id.in_(provider_ids))
+        sa.select(AIProvider.id, key_count(), user_keys, models, key_count(failing(AIProviderKey.last_test_result)),
+                  stale).where(AIProvider.id.in_(provider_ids))
     )
-    return {pid: ProviderFacts(k, u, m) for pid, k, u, m in rows}
+    return {pid: ProviderFacts(*counts) for pid, *counts in rows}
 
 
 # --- writes ------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -49,7 +50,6 @@ from app.errors import Conflict, DomainError, NotFound, unwrap
 from app.extensions import db
 from app.models import (
     AIProvider,
-    AIProviderKey,
     ChatModelConfig,
     ChatProvider,
     User,
@@ -59,11 +59,14 @@ from app.models import (
 from app.services import audit, secrets
 from app.services.base import Actor, byok_allowed, parse_uuid, transaction
 from app.services.config_queries import enabled_set_query
+from app.services.key_health import is_failing
 from app.services.legacy import central_key_available, display_name
 from app.services.model_configs import CONFIG_NOT_FOUND, get_config
+from app.services.provider_keys import serving_keys
 
 KEY_SOURCES = ("user", "provider")
-REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled")
+REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled",
+           "provider_keys_failing")
 USER_NOT_FOUND = "User not found."
 # The same answer as a key test of an unreadable key (app.services.key_testing).
 UNREADABLE_KEY = "The stored key could not be decrypted."
@@ -95,6 +98,10 @@ class Resolution:
     # The row whose secret serves the request (provider key, user key or legacy provider);
     # only `hand_out_credentials` opens it.
     key_row: Any = field(default=None, repr=False, compare=False)
+    # When the caller's own key was refused by the provider (failing, so not used): its last test.
+    user_key_refused_at: datetime | None = None
+    # When every shared key is failing: the last test of the one that would serve.
+    shared_keys_refused_at: datetime | None = None
 
 
 def legacy_key_policy(chat_provider: ChatProvider) -> str:
@@ -112,17 +119,23 @@ def legacy_key_policy(chat_provider: ChatProvider) -> str:
     return "user_only"
 
 
-def choose_key(policy: str, byok: bool, user_key: Any, provider_key: Any) -> tuple[str | None, str | None, Any]:
+def choose_key(policy: str, byok: bool, user_key: Any, provider_key: Any,
+               shared_keys_failing: bool = False) -> tuple[str | None, str | None, Any]:
     """THE key rule, for every caller (resolution, hand-outs, /models, the settings page and
     /user-ai-provider-keys): (key_source, reason, key) for a key policy, the deployment's BYOK
-    switch and the keys that exist (None: no such key; anything else: that key)."""
+    switch and the keys that can serve (None: no such key, or only a failing one; anything else:
+    that key). `shared_keys_failing`: the provider has shared keys, but every one is failing; when
+    the shared key would have served, the reason is then `provider_keys_failing`."""
+    no_shared = "provider_keys_failing" if shared_keys_failing else "missing_api_key"
     if policy == "provider_only":
-        return ("provider", None, provider_key) if provider_key is not None else (None, "missing_api_key", None)
+        return ("provider", None, provider_key) if provider_key is not None else (None, no_shared, None)
     if policy == "user_preferred":
         if byok and user_key is not None:
             return "user", None, user_key
         if provider_key is not None:
             return "provider", None, provider_key
+        if shared_keys_failing:
+            return None, no_shared, None
         return None, "user_api_key_required" if byok else "missing_api_key", None
     if not byok:
         return None, "byok_disabled", None
@@ -168,11 +181,14 @@ def models_for(user: User) -> list[tuple[ChatModelConfig, Resolution]]:
 def _resolve_rows(
     user: User | None, rows: list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]]
 ) -> list[Resolution]:
-    """Resolve (config, AI provider, legacy provider) rows; loads the keys in at most 3 queries."""
+    """Resolve (config, AI provider, legacy provider) rows; loads the keys in at most 3 queries.
+
+    A failing key (key health) is passed over: a provider is served by its oldest key that is not
+    failing, and a failing user key counts as absent."""
     byok = byok_allowed()
     serving = {p.id for _, p, _ in rows if p is not None and not p.deleted and p.enabled}
     serving_legacy = {lp.id for c, _, lp in rows if c.ai_provider_id is None and lp is not None and lp.enabled}
-    provider_keys = _oldest_keys(serving)
+    shared = serving_keys(serving)
     user_keys: dict[uuid.UUID, Any] = {}
     legacy_user_keys: dict[uuid.UUID, Any] = {}
     if user is not None and byok:
@@ -190,25 +206,35 @@ def _resolve_rows(
             ref = _ai_ref(provider)
             usable = provider is not None and provider.id in serving
             user_key = user_keys.get(config.ai_provider_id)
-            provider_key = provider_keys.get(config.ai_provider_id)
+            provider_key = shared.get(config.ai_provider_id)
+            shared_failing = provider_key is not None and is_failing(provider_key.last_test_result)
+            shared_refused_at = provider_key.last_tested_at if shared_failing else None
         else:
             ref = _legacy_ref(legacy)
             usable = legacy is not None and legacy.id in serving_legacy
             user_key = legacy_user_keys.get(legacy.id) if legacy is not None else None
             provider_key = legacy if usable and central_key_available(legacy) else None
-        results.append(_resolve_one(config, ref, usable, user_key, provider_key, byok))
+            shared_failing = provider_key is not None and is_failing(provider_key.api_key_last_test_result)
+            shared_refused_at = provider_key.api_key_last_tested_at if shared_failing else None
+        refused_at = None
+        if user_key is not None and is_failing(user_key.last_test_result):
+            user_key, refused_at = None, user_key.last_tested_at
+        if shared_failing:
+            provider_key = None
+        results.append(_resolve_one(config, ref, usable, user_key, provider_key, byok, shared_refused_at, refused_at))
     return results
 
 
 def _resolve_one(config: ChatModelConfig, ref: ProviderRef | None, usable: bool, user_key: Any, provider_key: Any,
-                 byok: bool) -> Resolution:
+                 byok: bool, shared_refused_at: datetime | None, refused_at: datetime | None) -> Resolution:
     base_url = ref.base_url if ref is not None else None
     if config.deleted or not config.enabled:
         return Resolution(config.id, ref, base_url, None, False, "model_disabled")
     if not usable or ref is None:
         return Resolution(config.id, ref, base_url, None, False, "provider_disabled")
-    source, reason, row = choose_key(ref.key_policy, byok, user_key, provider_key)
-    return Resolution(config.id, ref, base_url, source, source is not None, reason, key_row=row)
+    source, reason, row = choose_key(ref.key_policy, byok, user_key, provider_key, shared_refused_at is not None)
+    return Resolution(config.id, ref, base_url, source, source is not None, reason, key_row=row,
+                      user_key_refused_at=refused_at, shared_keys_refused_at=shared_refused_at)
 
 
 def _ai_ref(provider: AIProvider | None) -> ProviderRef | None:
@@ -226,23 +252,18 @@ def _legacy_ref(chat_provider: ChatProvider | None) -> ProviderRef | None:
                        legacy_key_policy(chat_provider), chat_provider.base_url, legacy=True)
 
 
-def _oldest_keys(provider_ids: set[uuid.UUID]) -> dict[uuid.UUID, AIProviderKey]:
-    """Each provider's oldest key (created_at, then id), in one query."""
-    if not provider_ids:
-        return {}
-    rank = sa.func.row_number().over(partition_by=AIProviderKey.provider_id,
-                                     order_by=(AIProviderKey.created_at, AIProviderKey.id)).label("rank")
-    ranked = sa.select(AIProviderKey.id, rank).where(AIProviderKey.provider_id.in_(provider_ids)).subquery()
-    stmt = sa.select(AIProviderKey).join(ranked, ranked.c.id == AIProviderKey.id).where(ranked.c.rank == 1)
-    return {k.provider_id: k for k in db.session.execute(stmt).scalars()}
-
-
 # --- handing out credentials -------------------------------------------------------------------
 
 
-def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tuple[Resolution, str | None]:
+class Handout(NamedTuple):
+    resolution: Resolution
+    api_key: str | None  # the key in plaintext; None when none is available, or keyless (Bedrock)
+    key_id: uuid.UUID | None  # the stored key handed out (for the report of how it fared); None without api_key
+
+
+def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> Handout:
     """The resolution of a config for a user plus the decrypted key when available (None for a
-    keyless provider, see the module docstring).
+    keyless provider, see the module docstring), and which stored key that is.
 
     `ask` is (user_id, model_config_id) as the request sent them, or the error that parsing the
     request body raised: that refusal is audited like any other, with reason "invalid_request".
@@ -261,6 +282,7 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tu
     reason: str | None = None
     resolution: Resolution | None = None
     api_key: str | None = None
+    key_id: uuid.UUID | None = None
     raw_user: Any = None
     raw_config: Any = None
     uid: uuid.UUID | None = None
@@ -286,6 +308,7 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tu
                 if resolution.available:
                     try:
                         api_key = _open_key(resolution.key_row)
+                        key_id = resolution.key_row.id if api_key is not None else None
                     except DecryptionError:
                         refused, reason = Conflict(UNREADABLE_KEY, detail=UNREADABLE_KEY_DETAIL), "unreadable_key"
         audit.record(
@@ -293,6 +316,7 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tu
             user_id=uid if uid is not None else _as_sent(raw_user),
             model_config_id=cid if cid is not None else _as_sent(raw_config),
             key_source=resolution.key_source if resolution else None,
+            **({"key_id": key_id} if key_id is not None else {}),
             available=resolution.available if resolution and refused is None else False,
             reason=reason if refused else resolution.reason,
             **({"refused": refused.message} if refused else {}),
@@ -300,7 +324,7 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> tu
     metrics.count_handout(reason if refused else ("available" if resolution.available else resolution.reason))
     if refused is not None:
         raise refused
-    return resolution, api_key
+    return Handout(resolution, api_key, key_id)
 
 
 def _open_key(row: Any) -> str | None:

@@ -44,6 +44,9 @@ class SecretColumn:
     ciphertext_attr: str
     digest_attr: str
     owners: Callable[[Any], tuple]  # the row's owners, bound into the associated data
+    # Key health (SPEC section 11): the key's latest test or report; a new key starts fresh.
+    tested_at_attr: str = "last_tested_at"
+    result_attr: str = "last_test_result"
 
     @property
     def table(self) -> str:
@@ -60,7 +63,8 @@ class SecretColumn:
 SECRET_COLUMNS: tuple[SecretColumn, ...] = (
     SecretColumn(AIProviderKey, "ciphertext", "key_digest", lambda r: (r.provider_id,)),
     SecretColumn(UserAIProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.ai_provider_id)),
-    SecretColumn(ChatProvider, "api_key_ciphertext", "api_key_digest", lambda r: ()),
+    SecretColumn(ChatProvider, "api_key_ciphertext", "api_key_digest", lambda r: (),
+                 tested_at_attr="api_key_last_tested_at", result_attr="api_key_last_test_result"),
     SecretColumn(UserChatProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.chat_provider_id)),
 )
 _BY_MODEL = {spec.model: spec for spec in SECRET_COLUMNS}
@@ -78,7 +82,8 @@ def spec_for(row: Any) -> SecretColumn:
 def seal(row: Any, plaintext: str) -> None:
     """Encrypt `plaintext` into `row` under the primary key, bound to the row's id and owners.
 
-    The row's id and owner columns must be set first. Also sets the hint when the model has one.
+    The row's id and owner columns must be set first. Also sets the hint, and clears the key's
+    last test (a new key starts fresh; rotation re-encrypts with `reseal` and keeps it).
     """
     spec = spec_for(row)
     if row.id is None:
@@ -90,6 +95,9 @@ def seal(row: Any, plaintext: str) -> None:
     setattr(row, spec.digest_attr, sealed.digest)
     hint_attr = "api_key_hint" if spec.model is ChatProvider else "hint"
     setattr(row, hint_attr, make_hint(plaintext))
+    # A new key starts fresh: the last test was of the key it replaces.
+    setattr(row, spec.tested_at_attr, None)
+    setattr(row, spec.result_attr, None)
 
 
 def upsert_sealed(stmt: sa.Select, new_row: Callable[[], Any], plaintext: str, unique: str) -> tuple[Any, bool]:

@@ -26,6 +26,7 @@ from app.extensions import db
 from app.models import AIProvider, AIProviderKey, User, UserAIProviderKey
 from app.services import audit
 from app.services.base import Actor, Page, byok_allowed, caller_id, parse_uuid
+from app.services.key_health import failing, is_failing
 from app.services.own_keys import OwnKeyKind, delete_own_key, save_own_key
 from app.services.providers import PROVIDER_NOT_FOUND, byok_enabled
 from app.services.resolution import choose_key
@@ -39,7 +40,8 @@ KeySource = str | None  # "user", "provider" or None
 
 @dataclass(frozen=True)
 class UserKeyConfig:
-    """One provider as the caller sees it: whether they have a key, and whether a shared one exists."""
+    """One provider as the caller sees it: whether they have a key, whether a shared one exists,
+    and how the caller's key last fared (key health)."""
 
     provider: AIProvider
     has_user_api_key: bool
@@ -48,6 +50,15 @@ class UserKeyConfig:
     hint: str | None = None
     key_created_at: datetime | None = None
     key_updated_at: datetime | None = None
+    key_last_tested_at: datetime | None = None
+    key_last_test_result: str | None = None
+    # A shared key that is not failing exists (has_provider_api_key counts failing ones too).
+    has_serving_shared_key: bool = False
+
+    @property
+    def key_refused(self) -> bool:
+        """The provider refused the caller's key the last time: it counts as absent."""
+        return self.has_user_api_key and is_failing(self.key_last_test_result)
 
     @property
     def key_source(self) -> KeySource:
@@ -62,14 +73,15 @@ class UserKeyConfig:
     def _source(self, has_user_key: bool) -> KeySource:
         if not self.provider.enabled:
             return None
-        return choose_key(self.provider.key_policy, byok_allowed(), has_user_key or None,
-                          self.has_provider_api_key or None)[0]
+        usable_user_key = has_user_key and not self.key_refused
+        return choose_key(self.provider.key_policy, byok_allowed(), usable_user_key or None,
+                          self.has_serving_shared_key or None)[0]
 
 
-def _has_provider_key() -> sa.ColumnElement[bool]:
+def _has_provider_key(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
     # A scalar subquery with LIMIT 1 is probed per listed row through the index; PostgreSQL
     # turns a correlated EXISTS in the select list into a hash of every provider key instead.
-    return (sa.select(sa.literal(1)).where(AIProviderKey.provider_id == AIProvider.id).limit(1)
+    return (sa.select(sa.literal(1)).where(AIProviderKey.provider_id == AIProvider.id, *conditions).limit(1)
             .scalar_subquery().is_not(None))
 
 
@@ -82,7 +94,8 @@ def _configs(user_id: uuid.UUID, where: sa.ColumnElement[bool], page: Page = Pag
     total = db.session.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar_one()
     stmt = (
         sa.select(AIProvider, UserAIProviderKey.hint, UserAIProviderKey.created_at, UserAIProviderKey.updated_at,
-                  _has_provider_key())
+                  UserAIProviderKey.last_tested_at, UserAIProviderKey.last_test_result,
+                  _has_provider_key(), _has_provider_key(~failing(AIProviderKey.last_test_result)))
         .outerjoin(UserAIProviderKey, mine)
         .where(~AIProvider.deleted, where)
         .order_by(AIProvider.name, AIProvider.id)
@@ -97,8 +110,11 @@ def _configs(user_id: uuid.UUID, where: sa.ColumnElement[bool], page: Page = Pag
             hint=hint,
             key_created_at=created_at,
             key_updated_at=updated_at,
+            key_last_tested_at=tested_at,
+            key_last_test_result=result,
+            has_serving_shared_key=bool(has_serving),
         )
-        for provider, hint, created_at, updated_at, has_shared in rows
+        for provider, hint, created_at, updated_at, tested_at, result, has_shared, has_serving in rows
     ]
     return configs, total
 
@@ -172,12 +188,14 @@ def upsert_user_key(actor: Actor, provider_id: Any, api_key: str | DomainError |
     """
 
     def config(provider: AIProvider, row: UserAIProviderKey) -> UserKeyConfig:
-        has_shared = db.session.execute(
-            sa.select(sa.exists().where(AIProviderKey.provider_id == provider.id))
-        ).scalar_one()
+        has_shared, has_serving = db.session.execute(sa.select(
+            sa.exists().where(AIProviderKey.provider_id == provider.id),
+            sa.exists().where(AIProviderKey.provider_id == provider.id, ~failing(AIProviderKey.last_test_result)),
+        )).one()
         return UserKeyConfig(provider=provider, has_user_api_key=True, has_provider_api_key=has_shared,
                              byok_enabled=byok_enabled(provider), hint=row.hint,
-                             key_created_at=row.created_at, key_updated_at=row.updated_at)
+                             key_created_at=row.created_at, key_updated_at=row.updated_at,
+                             has_serving_shared_key=has_serving)
 
     return save_own_key(actor, AI_PROVIDER_KEYS, provider_id, api_key, then=config)
 

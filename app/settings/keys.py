@@ -13,7 +13,7 @@ from flask_login import login_required
 
 from app.errors import DomainError
 from app.pages import EmptyForm, apply_error, current_actor
-from app.services import user_keys
+from app.services import key_health, user_keys
 from app.services.base import byok_allowed, parse_uuid
 from app.services.key_testing import supports_testing
 from app.services.providers import TYPE_LABELS
@@ -25,6 +25,7 @@ KEY_SAVED = "Key saved"
 USING_SHARED_KEY = "Using shared key"
 NO_KEY = "No key"
 USER_KEYS_DISABLED = "User keys disabled"
+KEY_REFUSED = "Key refused"
 
 
 @dataclass
@@ -60,6 +61,11 @@ def describe(config: UserKeyConfig) -> tuple[str, str, str]:
         if config.has_user_api_key:
             status += " Your saved key is not used; you can remove it."
         return USER_KEYS_DISABLED, "badge-off", status
+    if config.key_refused:
+        refused = f"The provider refused your key on {config.key_last_tested_at:%Y-%m-%d}"
+        if source == "provider":
+            return KEY_REFUSED, "badge-danger", f"{refused}: the shared key is used until you save a new one."
+        return KEY_REFUSED, "badge-danger", f"{refused}: save a new one to use this provider."
     if config.has_user_api_key:
         if not provider.enabled:
             return KEY_SAVED, "badge-ok", "This provider is turned off by your administrator; your key is kept but not used."
@@ -70,6 +76,8 @@ def describe(config: UserKeyConfig) -> tuple[str, str, str]:
         return USING_SHARED_KEY, "badge-neutral", "The shared key is used; add yours to use your own."
     if provider.key_policy == "user_only":
         return NO_KEY, "badge-warn", "This provider needs your own key: add yours to use it."
+    if config.has_provider_api_key:
+        return NO_KEY, "badge-warn", "The provider refused the shared key: add yours to use this provider."
     return NO_KEY, "badge-warn", "No key is available: add yours to use this provider."
 
 
@@ -103,6 +111,7 @@ def _render(posted: tuple[str, UserKeyForm] | None = None, status: int = 200):
         for message in posted_form.api_key.errors:
             flash(message, "error")
     return render_template("settings/keys.html", cards=cards, type_labels=TYPE_LABELS,
+                           result_labels=key_health.RESULT_LABELS,
                            byok_allowed=byok_allowed()), status
 
 

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support import Api, get_csrf, login, new_key
+from tests.support.db import sql
 
 
 def make_provider(app, name="prov", key_policy="provider_only", keys=()):
@@ -61,6 +62,7 @@ def test_a_service_token_gets_the_key_and_the_hand_out_is_audited(app, service_a
 
     response = service_api.post("/credentials", json={"user_id": str(member.id), "model_config_id": str(cid)})
     assert response.status_code == 200
+    [(key_id,)] = sql(app, "SELECT id FROM ai_provider_keys")
     assert response.get_json() == {
         "model_config_id": str(cid),
         "provider": {"id": str(pid), "type": "openai", "name": "prov", "display_name": "prov", "enabled": True},
@@ -68,12 +70,13 @@ def test_a_service_token_gets_the_key_and_the_hand_out_is_audited(app, service_a
         "key_source": "provider",
         "available": True,
         "reason": None,
+        "key_id": str(uuid.UUID(str(key_id))),
         "api_key": key,
     }
     events = hand_out_events(app)
     assert len(events) == 1
     assert events[0].details == {"user_id": str(member.id), "model_config_id": str(cid), "key_source": "provider",
-                                 "available": True, "reason": None}
+                                 "key_id": str(uuid.UUID(str(key_id))), "available": True, "reason": None}
     assert events[0].resource_id == str(cid)
     assert events[0].actor_label.startswith("service token")
     assert key not in all_audit_text(app)
@@ -281,7 +284,8 @@ def test_a_keyless_legacy_bedrock_provider_hands_out_no_key(app, service_api, me
         "model_config_id": str(cid),
         "provider": {"id": str(lpid), "type": "bedrock", "name": "bedrock", "display_name": "AWS Bedrock",
                      "enabled": True},
-        "base_url": "", "key_source": "provider", "available": True, "reason": None, "api_key": None,
+        "base_url": "", "key_source": "provider", "available": True, "reason": None, "key_id": None,
+        "api_key": None,
     }
     (event,) = hand_out_events(app)
     assert (event.details["available"], event.details["key_source"]) == (True, "provider")

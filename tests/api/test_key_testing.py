@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AIProvider, AuditEvent, ChatModelConfig
-from app.services import key_testing, outbound, provider_keys, providers, user_keys
+from app.services import key_testing, model_configs, outbound, provider_keys, providers, user_keys
+from app.services import resolution as resolution_service
 from app.services.base import Actor
 from tests.conftest import resolved_database_url
 from tests.support import is_postgres, login, new_key, post_form
@@ -737,3 +738,37 @@ def test_an_undecryptable_user_key_is_409_and_nothing_is_sent(fast, admin, membe
     assert (response.status_code, response.get_json()) == (409, UNREADABLE)
     assert_clean(response.get_data(as_text=True), mine, *setup.keys)
     assert server.connections == 0
+
+
+# --- key health: a test's result is remembered ---------------------------------------------------
+
+def test_a_refused_test_marks_the_key_failing_and_a_later_ok_clears_it(fast, admin, admin_api, member, stubs):
+    refusing, accepting = stubs("401"), stubs("ok")
+    setup = add_provider(fast, admin, refusing.url + "/v1", keys=2)
+    with fast.app_context():
+        config_id = str(model_configs.create_config(Actor.for_user(admin), ai_provider_id=setup.pid,
+                                                    model="stub-model").id)
+    first, second = setup.key_ids
+    assert admin_api.post(f"/ai-providers/{setup.pid}/keys/{first}/test").get_json()["result"] == "invalid_key"
+    listed = {k["id"]: k for k in admin_api.get(f"/ai-providers/{setup.pid}/keys").get_json()}
+    assert listed[first]["last_test_result"] == "invalid_key" and listed[first]["last_tested_at"]
+    with fast.app_context():
+        _, key, key_id = resolution_service.hand_out_credentials(
+            Actor(is_service=True, label="test"), (member.id, config_id))
+    assert (str(key_id), key) == (second, setup.keys[1])  # the refused key is passed over
+
+    admin_api.patch(f"/ai-providers/{setup.pid}", json={"base_url": accepting.url + "/v1"})
+    assert admin_api.post(f"/ai-providers/{setup.pid}/keys/{first}/test").get_json()["result"] == "ok"
+    with fast.app_context():
+        _, key, key_id = resolution_service.hand_out_credentials(Actor(is_service=True, label="test"),
+                                                                 (member.id, config_id))
+    assert (str(key_id), key) == (first, setup.keys[0])
+
+
+def test_a_user_testing_their_key_remembers_the_result(fast, admin, member, member_api, stubs):
+    server = stubs("403")
+    setup = add_provider(fast, admin, server.url + "/v1", key_policy="user_preferred")
+    save_user_key(fast, member, setup.pid)
+    assert member_api.post(f"/user-ai-provider-keys/{setup.pid}/test").get_json()["result"] == "forbidden"
+    [config] = member_api.get("/user-ai-provider-keys").get_json()
+    assert (config["last_test_result"], config["has_user_api_key"]) == ("forbidden", True)

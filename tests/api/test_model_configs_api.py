@@ -134,7 +134,7 @@ def test_create_on_missing_deleted_or_disabled_provider(app, admin_api):
     assert response.get_json()["message"] == "AI provider is disabled."
 
     gone = make_provider(app, "gone")
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -256,7 +256,7 @@ def test_admin_lists_every_live_config_members_only_the_enabled_set(app, admin_a
     beta = create(admin_api, provider_id, "beta")
     off_provider = make_provider(app, "later")
     on_off = create(admin_api, off_provider, "gamma")
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -311,7 +311,7 @@ def test_a_config_on_a_disabled_ai_provider_is_not_rescued_by_a_legacy_row(app, 
     make_legacy(app, "openai")  # an enabled legacy provider of the same type
     pid = make_provider(app, "openai-new", type="openai")
     config = create(admin_api, pid, "gpt-4o")
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -463,7 +463,7 @@ def test_provider_deletion_soft_deletes_its_configs_and_promotes_a_default(app, 
     create(admin_api, provider_id, "b")
     other = make_provider(app, "other", type="anthropic")
     c = create(admin_api, other, "claude")
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():

@@ -133,15 +133,16 @@ def test_request_bodies_are_the_schemas_the_views_parse_with(client):
 def test_response_models_carry_the_fields_of_the_spec():
     assert set(out.Provider.model_fields) == {"id", "type", "name", "display_name", "enabled", "base_url", "key_policy",
                                               "byok_enabled", "has_provider_api_key", "created_at", "updated_at"}
-    assert set(out.ProviderKey.model_fields) == {"id", "provider_id", "hint", "created_at", "updated_at"}
+    assert set(out.ProviderKey.model_fields) == {"id", "provider_id", "hint", "created_at", "updated_at",
+                                                 "last_tested_at", "last_test_result"}
     assert set(out.UserKeyConfig.model_fields) == {"provider", "has_user_api_key", "has_provider_api_key",
-                                                   "byok_enabled", "hint"}
+                                                   "byok_enabled", "hint", "last_tested_at", "last_test_result"}
     assert set(out.ModelConfig.model_fields) == {"id", "ai_provider_id", "provider", "model", "display_name", "enabled",
                                                  "is_default", "context_limit", "compression_threshold", "options",
                                                  "created_at", "updated_at"}
     assert set(out.Resolution.model_fields) == {"model_config_id", "provider", "base_url", "key_source", "available",
                                                 "reason"}
-    assert set(out.Credentials.model_fields) == set(out.Resolution.model_fields) | {"api_key"}
+    assert set(out.Credentials.model_fields) == set(out.Resolution.model_fields) | {"key_id", "api_key"}
     assert set(out.Me.model_fields) == {"id", "email", "name", "role"}
     assert set(out.LegacyProvider.model_fields) == {
         "id", "provider", "display_name", "enabled", "base_url", "has_api_key", "central_api_key_enabled",

@@ -579,7 +579,8 @@ def test_add_key_returns_only_a_hint(admin_api):
     response = admin_api.post(f"/ai-providers/{provider['id']}/keys", json={"api_key": f"  {key}\n"})
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"id", "provider_id", "hint", "created_at", "updated_at"}
+    assert set(body) == {"id", "provider_id", "hint", "created_at", "updated_at", "last_tested_at", "last_test_result"}
+    assert (body["last_tested_at"], body["last_test_result"]) == (None, None)  # a new key starts untested
     assert body["provider_id"] == provider["id"]
     assert body["hint"] == "..." + key[-4:]
     rfc3339(body["created_at"])

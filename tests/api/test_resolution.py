@@ -81,7 +81,7 @@ def hand_out(app, user, config_id):
     from app.services.resolution import hand_out_credentials
 
     with app.app_context():
-        resolution, key = hand_out_credentials(Actor(is_service=True, label="test service"), (user.id, config_id))
+        resolution, key, _ = hand_out_credentials(Actor(is_service=True, label="test service"), (user.id, config_id))
         return resolution, key
 
 
@@ -154,7 +154,7 @@ def test_the_providers_oldest_key_serves(app, member):
     pid = make_provider(app, keys=[first, second])
     cid = make_config(app, pid)
     assert hand_out(app, member, cid)[1] == first
-    from app.services import provider_keys, providers
+    from app.services import provider_keys
     from app.services.base import Actor
 
     with app.app_context():
@@ -183,7 +183,7 @@ def test_disabled_config_is_model_disabled(app, member_api):
 
 
 def test_disabled_provider_is_provider_disabled(app, member_api):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     pid = make_provider(app, keys=[new_key()])
@@ -196,7 +196,7 @@ def test_disabled_provider_is_provider_disabled(app, member_api):
 
 
 def test_a_disabled_config_on_a_disabled_provider_is_model_disabled(app, member_api):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     pid = make_provider(app, keys=[new_key()])
@@ -235,7 +235,7 @@ def test_deleted_or_unknown_config_is_404(app, member_api, admin_api):
 
 
 def test_provider_deletion_ends_resolution(app, member_api):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     pid = make_provider(app, keys=[new_key()])
@@ -339,7 +339,7 @@ def test_legacy_disabled_or_missing_provider_is_provider_disabled(app, member_ap
 def test_a_legacy_row_never_serves_a_config_of_an_ai_provider(app, member_api):
     """An AI-provider config on a disabled provider stays provider_disabled, even with a legacy
     provider of the same type holding a key."""
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     make_legacy(app, "openai", api_key=new_key("legacy"))

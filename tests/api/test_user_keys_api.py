@@ -52,13 +52,16 @@ def test_listing_shape_order_and_flags(app, member_api):
     assert [item["provider"]["name"] for item in body] == ["alpha", "beta"]
     assert response.headers["X-Total-Count"] == "2"
     alpha, beta = body
-    assert set(beta) == {"provider", "has_user_api_key", "has_provider_api_key", "byok_enabled", "hint"}
+    assert set(beta) == {"provider", "has_user_api_key", "has_provider_api_key", "byok_enabled", "hint",
+                         "last_tested_at", "last_test_result"}
     assert beta == {
         "provider": {"id": preferred, "type": "openai", "name": "beta", "display_name": "Beta AI", "enabled": True},
         "has_user_api_key": False,
         "has_provider_api_key": True,
         "byok_enabled": True,
         "hint": None,
+        "last_tested_at": None,
+        "last_test_result": None,
     }
     assert alpha["provider"]["display_name"] == "alpha"  # falls back to the name
     assert alpha["provider"]["type"] == "anthropic"
@@ -144,6 +147,8 @@ def test_put_saves_the_key_and_answers_the_config(app, member, member_api):
         "has_provider_api_key": True,
         "byok_enabled": True,
         "hint": "..." + key[-4:],
+        "last_tested_at": None,
+        "last_test_result": None,
     }
     assert key not in response.get_data(as_text=True)
     assert listed(member_api)["openai-main"] == body

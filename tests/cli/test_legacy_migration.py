@@ -59,8 +59,8 @@ def seed(app, admin, member, member_b) -> Seeded:
     from app.db import utcnow
     from app.extensions import db
     from app.models import ChatModelConfig
-    from app.services import legacy
-    from app.services import provider_keys, providers as ai
+    from app.services import legacy, provider_keys
+    from app.services import providers as ai
     from app.services.base import Actor
 
     seeded = Seeded(users=[admin, member, member_b])

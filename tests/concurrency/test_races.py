@@ -16,8 +16,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests import concurrency
-from tests.support import Api, make_token, make_user, new_key
+from tests.support import Api, concurrency, make_token, make_user, new_key
 from tests.support.concurrency import Call, messages, scalar, statuses
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.usefixtures("keys_registered")]

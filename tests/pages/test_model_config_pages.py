@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.support import get_csrf, login, new_key, post_form
+from tests.support import get_csrf, new_key, post_form
 
 
 def make_provider(app, name="openai-main", type="openai", key_policy="provider_only", keys=(), enabled=True,
@@ -58,20 +58,6 @@ def input_value(page: str, field: str) -> str:
 def textarea_value(page: str, field: str) -> str:
     match = re.search(rf'<textarea[^>]*id="{field}"[^>]*>(.*?)</textarea>', page, re.S)
     return html.unescape(match.group(1)).strip() if match else ""
-
-
-@pytest.fixture
-def admin_client(app, admin):
-    client = app.test_client()
-    login(client, admin.email)
-    return client
-
-
-@pytest.fixture
-def member_client(app, member):
-    client = app.test_client()
-    login(client, member.email)
-    return client
 
 
 FORM = {"model": "gpt-4o", "display_name": "GPT-4o", "context_limit": "64000", "compression_threshold": "80",

@@ -17,12 +17,6 @@ NAME_DETAIL = (
 LEAKED: list[str] = []  # every key a test stored; no page may contain one
 
 
-@pytest.fixture
-def admin_client(client, admin):
-    login(client, admin.email)
-    return client
-
-
 def text(response) -> str:
     body = response.get_data(as_text=True)
     for key in LEAKED:
@@ -48,7 +42,7 @@ def flashes(body: str) -> list[str]:
 
 
 def service_create(app, name, type="openai", **fields):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -56,7 +50,7 @@ def service_create(app, name, type="openai", **fields):
 
 
 def service_key(app, provider_id, key=None):
-    from app.services import provider_keys, providers
+    from app.services import provider_keys
     from app.services.base import Actor
 
     key = key or new_key("page")
@@ -133,7 +127,7 @@ def test_list_shows_each_provider_with_its_facts(app, admin_client, member, memb
     model_config(app, a, "claude-haiku")
     model_config(app, a, "claude-opus")
     gone = service_create(app, "deleted-one")
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -162,7 +156,7 @@ def test_a_provider_without_a_shared_key_is_flagged(app, admin_client):
 
 
 def test_list_is_paginated_by_50(app, admin_client):
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -397,9 +391,9 @@ def test_a_provider_without_user_keys_lists_nobody(app, admin_client):
 
 
 def test_test_buttons_and_in_use_follow_the_services(app, admin_client, monkeypatch):
-    """The page shows what the services decide: which key serves requests (`oldest_key`) and
+    """The page shows what the services decide: which key serves requests (`serving_key`) and
     whether keys of this type can be tested and models discovered (`supports_testing`)."""
-    from app.services import key_testing, provider_keys, providers
+    from app.services import key_testing
 
     openai = service_create(app, "openai-main")
     bedrock = service_create(app, "bedrock-main", type="bedrock")
@@ -417,12 +411,19 @@ def test_test_buttons_and_in_use_follow_the_services(app, admin_client, monkeypa
     body = text(admin_client.get(f"/admin/providers/{bedrock}"))
     assert ">Test</button>" not in body and "Discover models" not in body
 
-    real_oldest = provider_keys.oldest_key
-    monkeypatch.setattr(provider_keys, "oldest_key", lambda pid: next(
-        k for k in provider_keys.list_keys(pid) if str(k.id) == second_id) if str(pid) == openai else real_oldest(pid))
+    # The provider refused the oldest key: the next one serves (key health), and the page says so.
+    from app.services import key_health
+    from app.services.secrets import SECRET_COLUMNS
+
+    with app.app_context():
+        key_health.record(SECRET_COLUMNS[0], uuid.UUID(first_id), "invalid_key")
+        from app.extensions import db
+
+        db.session.commit()
     monkeypatch.delitem(key_testing._APIS, "openai")  # say the service cannot test OpenAI keys
     body = text(admin_client.get(f"/admin/providers/{openai}"))
     assert f"/keys/{second_id}/delete" in badge_row(body)
+    assert "Key refused" in next(r for r in re.findall(r"<tr>(.*?)</tr>", body, re.S) if f"/keys/{first_id}/" in r)
     assert ">Test</button>" not in body and "Discover models" not in body
 
 

@@ -26,7 +26,7 @@ def make_provider(app, name: str, policy: str = "user_preferred", *, enabled: bo
 
 
 def update_provider(app, provider_id: str, **changes) -> None:
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
@@ -34,7 +34,7 @@ def update_provider(app, provider_id: str, **changes) -> None:
 
 
 def delete_provider(app, provider_id: str) -> None:
-    from app.services import provider_keys, providers
+    from app.services import providers
     from app.services.base import Actor
 
     with app.app_context():
