@@ -316,3 +316,16 @@ def test_the_commands_as_an_operator_runs_them(app, tmp_path):
     for output in (dry.stdout, dry.stderr, done.stdout, done.stderr, exported.stdout, exported.stderr):
         assert key not in output and key[-12:] not in output
     assert yaml.safe_load(exported.stdout)["providers"][1]["name"] == "openai-main"
+
+
+def test_a_config_may_name_a_provider_that_exists_but_is_not_in_the_file(app, run, config_file, admin_api):
+    admin_api.post("/ai-providers", json={"type": "anthropic", "name": "already-here"})
+    text = "version: 1\nmodel_configs:\n  - provider: already-here\n    model: claude\n"
+    result = run("import", config_file(text))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["create model_config already-here/claude",
+                                          "1 created, 0 updated, 0 unchanged, 0 errors"]
+    pruning = run("import", config_file(text), "--prune")
+    assert pruning.exit_code == 1
+    assert ("error model_config already-here/claude, provider (line 3): The provider 'already-here' is not in the "
+            "file: --prune would delete it with its configs.") in pruning.stdout
