@@ -68,6 +68,7 @@ TOP_LEVEL = ("version", "groups", "providers", "model_configs")
 PROVIDER_FIELDS = ("name", "type", "display_name", "enabled", "base_url", "key_policy", "api_key_env")
 CONFIG_FIELDS = ("provider", "model", "display_name", "enabled", "is_default", "context_limit",
                  "compression_threshold", "options")
+UPDATED = ("display_name", "enabled", "context_limit", "compression_threshold", "options")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 ACTOR_LABEL = "cli config import"
 
@@ -95,51 +96,40 @@ class FileProblem(Exception):
 
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAP_TAG, SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+MAX_EXPANDED = 1_000_000  # values a file may stand for once its aliases are expanded
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """PyYAML's safe loader (the C one when available), recording lines and refusing duplicate keys."""
-
-
-def _construct_mapping(loader: Any, node: yaml.MappingNode) -> Entry:
-    loader.flatten_mapping(node)
-    entry = Entry()
-    entry.line, entry.lines = node.start_mark.line + 1, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            raise FileProblem("Keys must be plain names.", line)
-        if key in entry:
-            raise FileProblem(f"The key {_shown(key)} appears twice in this mapping (first on line "
-                              f"{entry.lines[key]}).", line)
-        entry[key] = loader.construct_object(value_node, deep=True)
-        entry.lines[key] = line
-    return entry
-
-
-def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> Items:
-    items = Items(loader.construct_object(child, deep=True) for child in node.value)
-    items.line, items.lines = node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value]
-    return items
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
-
-
-def _shown(name: Any) -> str:
-    """A key of the file as an error message may show it: short, and only if it looks like a name."""
-    text = str(name)
-    return repr(text) if len(text) <= 64 and re.fullmatch(r"[A-Za-z0-9_.-]*", text) else "(a key that is not a name)"
+    """PyYAML's safe loader (the C parser when libyaml is there): its events, resolver and scalar
+    constructors only. `parse` builds the document from the events itself, one value at a time,
+    so no node tree of the whole file is ever held (memory stays near the size of the result)."""
 
 
 def parse(text: str | bytes) -> Any:
-    """The YAML document, its mappings as `Entry` and lists as `Items`. :raise FileProblem:"""
+    """The YAML document, its mappings as `Entry` (with lines, duplicate keys refused) and its lists
+    as `Items`. Scalars are typed by PyYAML's safe resolver and constructors (no Python objects);
+    aliases may not expand to more than MAX_EXPANDED values (no "billion laughs").
+
+    :raise FileProblem: not YAML, more than one document, a duplicate key, an unknown tag.
+    """
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # document start
+        value, _ = _read(loader, {}, [0])
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise FileProblem("The file must hold one YAML document.", loader.peek_event().start_mark.line + 1)
+        return value
     except FileProblem:
         raise
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark or error.context_mark
+        raise FileProblem("The file uses a tag that is not allowed (only plain YAML values are).",
+                          mark.line + 1 if mark else None) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         # The problem only: the error's text quotes the file around it, which may hold anything.
@@ -147,6 +137,65 @@ def parse(text: str | bytes) -> Any:
                           mark.line + 1 if mark else None) from None
     except yaml.YAMLError:
         raise FileProblem("The file is not valid YAML.", None) from None
+    finally:
+        loader.dispose()
+
+
+def _read(loader: Any, anchors: dict[str, tuple[Any, int]], expanded: list[int]) -> tuple[Any, int]:
+    """The next value of the event stream, and how many values it stands for."""
+    event = loader.get_event()
+    line = event.start_mark.line + 1
+    if isinstance(event, yaml.AliasEvent):
+        if event.anchor not in anchors:
+            raise FileProblem("An alias names an anchor that is not defined before it.", line)
+        value, size = anchors[event.anchor]
+    elif isinstance(event, yaml.ScalarEvent):
+        tag = event.tag if event.tag not in (None, "!") else loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        constructor = loader.yaml_constructors.get(tag) or loader.yaml_constructors[None]  # unknown: refused
+        value, size = constructor(loader, node), 1
+    elif isinstance(event, yaml.MappingStartEvent):
+        if event.tag not in (None, "!", MAP_TAG):
+            raise FileProblem("Tags are not allowed on mappings.", line)
+        value, size = Entry(), 1
+        value.line, value.lines = line, {}
+        while not loader.check_event(yaml.MappingEndEvent):
+            key_line = loader.peek_event().start_mark.line + 1
+            key, key_size = _read(loader, anchors, expanded)
+            if (not isinstance(key, str | int | float | bool) and key is not None) or key == "<<":
+                raise FileProblem("Keys must be plain names (merge keys are not supported).", key_line)
+            if key in value:
+                raise FileProblem(f"The key {_shown(key)} appears twice in this mapping (first on line "
+                                  f"{value.lines[key]}).", key_line)
+            value[key], item_size = _read(loader, anchors, expanded)
+            value.lines[key] = key_line
+            size += key_size + item_size
+        loader.get_event()
+    elif isinstance(event, yaml.SequenceStartEvent):
+        if event.tag not in (None, "!", SEQ_TAG):
+            raise FileProblem("Tags are not allowed on lists.", line)
+        value, size = Items(), 1
+        value.line, value.lines = line, []
+        while not loader.check_event(yaml.SequenceEndEvent):
+            value.lines.append(loader.peek_event().start_mark.line + 1)
+            item, item_size = _read(loader, anchors, expanded)
+            value.append(item)
+            size += item_size
+        loader.get_event()
+    else:  # pragma: no cover (the parser yields nothing else here)
+        raise FileProblem("The file is not valid YAML.", line)
+    expanded[0] += size if isinstance(event, yaml.AliasEvent) else 0
+    if expanded[0] > MAX_EXPANDED or size > MAX_EXPANDED:
+        raise FileProblem("The file's aliases stand for too many values.", line)
+    if getattr(event, "anchor", None) and not isinstance(event, yaml.AliasEvent):
+        anchors[event.anchor] = (value, size)
+    return value, size
+
+
+def _shown(name: Any) -> str:
+    """A key of the file as an error message may show it: short, and only if it looks like a name."""
+    text = str(name)
+    return repr(text) if len(text) <= 64 and re.fullmatch(r"[A-Za-z0-9_.-]*", text) else "(a key that is not a name)"
 
 
 # --- the plan -------------------------------------------------------------------------------------
@@ -216,7 +265,7 @@ class _ConfigPlan:
     fields: dict[str, Any]  # cleaned (without is_default); on update only those that change
     wants_default: bool | None = None  # as the file says
     make_default: bool = False  # becomes the default now
-    row: ChatModelConfig | None = None
+    row: Any = None  # the existing config's compared columns
 
 
 class _Checker:
@@ -423,13 +472,15 @@ def _fingerprints(provider_ids: list[Any]) -> dict[Any, set[str]]:
 
 def _plan_configs(entries: list[tuple[int, Entry]], provider_plans: dict[str, _ProviderPlan],
                   live: dict[str, AIProvider], prune: bool, check: _Checker
-                  ) -> tuple[dict[tuple[str, str], _ConfigPlan], dict[tuple[str, str], ChatModelConfig]]:
+                  ) -> tuple[dict[tuple[str, str], _ConfigPlan], dict[tuple[str, str], Any]]:
     by_id = {p.id: name for name, p in live.items()}
-    existing: dict[tuple[str, str], ChatModelConfig] = {}
+    existing: dict[tuple[str, str], Any] = {}
     if by_id:
+        # Rows of the compared columns, not ORM objects: ten thousand configs stay light.
+        columns = [getattr(ChatModelConfig, c) for c in ("id", "ai_provider_id", "model", "is_default", *UPDATED)]
         for config in db.session.execute(
-                sa.select(ChatModelConfig).where(ChatModelConfig.deleted.is_(False),
-                                                 ChatModelConfig.ai_provider_id.in_(list(by_id)))).scalars():
+                sa.select(*columns).where(ChatModelConfig.deleted.is_(False),
+                                          ChatModelConfig.ai_provider_id.in_(list(by_id)))):
             existing[(by_id[config.ai_provider_id], config.model)] = config
     plans: dict[tuple[str, str], _ConfigPlan] = {}
     default_at: tuple[str, int] | None = None
@@ -519,8 +570,7 @@ def _apply(actor: Actor, plan: dict[str, Any], check: _Checker) -> None:
                 row = db.session.execute(sa.select(AIProvider).where(AIProvider.name == item.provider,
                                                                      AIProvider.deleted.is_(False))).scalar_one()
             if item.row is None:
-                item.row = model_configs.insert_config(actor, row.id, row.type, item.fields,
-                                                       wants_default=item.make_default)
+                model_configs.insert_config(actor, row.id, row.type, item.fields, wants_default=item.make_default)
             elif item.fields or item.make_default:
                 model_configs.apply_config_update(actor, item.row.id,
                                                   {**item.fields, **({"is_default": True} if item.make_default else {})})
