@@ -31,9 +31,9 @@ def list_audit_events():
     """
     query = parse_query(AuditEventsQuery)
     filters = audit.AuditFilter(
-        actor=query.actor or None, action=query.action or None, resource_type=query.resource_type or None,
-        resource_id=query.resource_id or None, since=audit.parse_instant(query.since, "since"),
-        until=audit.parse_instant(query.until, "until"))
+        **{name: audit.clean_filter(getattr(query, name), name) for name in ("actor", "action", "resource_type",
+                                                                             "resource_id")},
+        since=audit.parse_instant(query.since, "since"), until=audit.parse_instant(query.until, "until"))
     limit = query.limit or DEFAULT_LIMIT
     page = audit.page_events(filters, limit, before=query.before)
     response = jsonify([audit_event_dict(e) for e in page.events])

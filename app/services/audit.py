@@ -15,6 +15,7 @@ from app.errors import InvalidInput, Validation
 from app.extensions import db
 from app.models import AuditEvent
 from app.services.base import Actor
+from app.services.text import clean_text
 
 # Detail names that must never reach the audit log, whatever a caller passes.
 _FORBIDDEN_DETAILS = frozenset(
@@ -71,6 +72,21 @@ class AuditFilter:
     resource_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+FILTER_MAX = 254
+
+
+def clean_filter(raw: Any, field: str) -> str | None:
+    """A text filter as a client sent it: trimmed, None when empty; plain text of at most 254
+    characters (what the columns hold), so no database is handed a NUL or a surrogate.
+
+    :raise InvalidInput: "Invalid query parameter." naming `field`.
+    """
+    if raw is None:
+        return None
+    value = clean_text(raw, field, "Invalid query parameter.", FILTER_MAX, noun="Filters", as_validation=True)
+    return value or None
 
 
 # RFC 3339 date-time: a date, "T" (or a space), a time with optional fraction, and an offset.
