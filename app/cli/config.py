@@ -18,7 +18,8 @@ config = AppGroup("config", help="Configuration as code: export to YAML, import 
               help="Write to this file instead of standard output.")
 def export(output) -> None:
     """Write groups, providers and model configs as YAML (never a key)."""
-    output.write(config_file.dump(config_file.export_config()))
+    for chunk in config_file.export_yaml():
+        output.write(chunk)
     output.flush()
 
 

@@ -586,28 +586,47 @@ def _apply(actor: Actor, plan: dict[str, Any], check: _Checker) -> None:
 
 # --- export ---------------------------------------------------------------------------------------
 
-def export_config() -> dict[str, Any]:
-    """The configuration as a file would state it: live providers by name, their live configs by
-    (provider, model); never a key, hint or ciphertext."""
-    provider_rows = list(db.session.execute(
-        sa.select(AIProvider).where(AIProvider.deleted.is_(False)).order_by(AIProvider.name)).scalars())
-    config_rows = db.session.execute(
+def _exported_providers() -> Iterator[dict[str, Any]]:
+    rows = db.session.execute(sa.select(AIProvider).where(AIProvider.deleted.is_(False)).order_by(AIProvider.name)
+                              .execution_options(yield_per=500)).scalars()
+    for p in rows:
+        yield {"name": p.name, "type": p.type, "display_name": p.display_name, "enabled": p.enabled,
+               "base_url": p.base_url, "key_policy": p.key_policy}
+
+
+def _exported_configs() -> Iterator[dict[str, Any]]:
+    rows = db.session.execute(
         sa.select(ChatModelConfig, AIProvider.name)
         .join(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
         .where(ChatModelConfig.deleted.is_(False), AIProvider.deleted.is_(False))
-        .order_by(AIProvider.name, ChatModelConfig.model))
-    return {
-        "version": VERSION,
-        "groups": [],
-        "providers": [{"name": p.name, "type": p.type, "display_name": p.display_name, "enabled": p.enabled,
-                       "base_url": p.base_url, "key_policy": p.key_policy} for p in provider_rows],
-        "model_configs": [{"provider": provider_name, "model": c.model, "display_name": c.display_name,
-                           "enabled": c.enabled, "is_default": c.is_default, "context_limit": c.context_limit,
-                           "compression_threshold": c.compression_threshold, "options": c.options}
-                          for c, provider_name in config_rows],
-    }
+        .order_by(AIProvider.name, ChatModelConfig.model).execution_options(yield_per=500))
+    for c, provider_name in rows:
+        yield {"provider": provider_name, "model": c.model, "display_name": c.display_name, "enabled": c.enabled,
+               "is_default": c.is_default, "context_limit": c.context_limit,
+               "compression_threshold": c.compression_threshold, "options": c.options}
 
 
-def dump(config: dict[str, Any]) -> str:
-    """YAML for `export_config()`: block style, keys in the file's order, unicode as is."""
-    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+def export_config() -> dict[str, Any]:
+    """The configuration as a file would state it: live providers by name, their live configs by
+    (provider, model); never a key, hint or ciphertext. (Legacy configs have no provider name: left out.)"""
+    return {"version": VERSION, "groups": [], "providers": list(_exported_providers()),
+            "model_configs": list(_exported_configs())}
+
+
+def export_yaml() -> Iterator[str]:
+    """`export_config()` as YAML text, written entry by entry as the rows are read (memory stays
+    flat whatever the number of configs): block style, keys in the file's order, unicode as is."""
+    yield f"version: {VERSION}\ngroups: []\n"
+    for key, entries in (("providers", _exported_providers()), ("model_configs", _exported_configs())):
+        first = next(entries, None)
+        if first is None:
+            yield f"{key}: []\n"
+            continue
+        yield f"{key}:\n"
+        for entry in _chain(first, entries):
+            yield yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest

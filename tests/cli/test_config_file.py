@@ -289,6 +289,7 @@ def test_export_then_import_into_an_empty_database_gives_the_same_configuration(
 
 
 def test_export_to_a_file(app, run, tmp_path, admin_api):
+    assert yaml.safe_load(run("export").stdout) == {"version": 1, "groups": [], "providers": [], "model_configs": []}
     admin_api.post("/ai-providers", json={"type": "openai", "name": "filed"})
     target = tmp_path / "out.yaml"
     result = run("export", "--output", str(target))
