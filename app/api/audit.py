@@ -33,7 +33,8 @@ def list_audit_events():
     filters = audit.AuditFilter(
         **{name: audit.clean_filter(getattr(query, name), name) for name in ("actor", "action", "resource_type",
                                                                              "resource_id")},
-        since=audit.parse_instant(query.since, "since"), until=audit.parse_instant(query.until, "until"))
+        since=audit.parse_instant(query.since, "since", allow_date=False),
+        until=audit.parse_instant(query.until, "until", allow_date=False))
     limit = query.limit or DEFAULT_LIMIT
     page = audit.page_events(filters, limit, before=query.before)
     response = jsonify([audit_event_dict(e) for e in page.events])

@@ -95,18 +95,18 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 INSTANT_DETAIL = "Must be an RFC 3339 timestamp with a time zone, such as 2026-01-31T12:00:00Z (or a date: 2026-01-31)."
 
 
-def parse_instant(raw: Any, field: str) -> datetime | None:
-    """A moment given as RFC 3339 (`2026-01-31T12:00:00Z`, `...+02:00`, fractions allowed) or as a
-    date (`2026-01-31`, midnight UTC); empty or None is no bound. The one parser of `since` and
-    `until` for the API and the CLI.
+def parse_instant(raw: Any, field: str, *, allow_date: bool = True) -> datetime | None:
+    """A moment given as an RFC 3339 date-time (`2026-01-31T12:00:00Z`, `...+02:00`, fractions
+    allowed) or, with `allow_date`, a date (`2026-01-31`, midnight UTC); None is no bound. The one
+    parser of `since` and `until`: the API takes date-times (as its description says), the CLI also dates.
 
-    :raise InvalidInput: "Invalid query parameter." with a validation naming `field`.
+    :raise InvalidInput: "Invalid query parameter." with a validation naming `field` (an empty value too).
     """
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    if raw is None:
         return None
     text = raw.strip() if isinstance(raw, str) else ""
     try:
-        if _DATE.match(text):
+        if allow_date and _DATE.match(text):
             return datetime.fromisoformat(text).replace(tzinfo=UTC)
         if _RFC3339.match(text):
             whole, _, rest = text.upper().replace(" ", "T").partition(".")
@@ -116,7 +116,8 @@ def parse_instant(raw: Any, field: str) -> datetime | None:
             return datetime.fromisoformat(whole.replace("Z", "+00:00")).astimezone(UTC)
     except (ValueError, OverflowError):
         pass  # e.g. month 13, or year 1 with a positive offset
-    raise InvalidInput("Invalid query parameter.", validations=[Validation(field, INSTANT_DETAIL)])
+    detail = INSTANT_DETAIL if allow_date else INSTANT_DETAIL.split(" (or a date")[0] + "."
+    raise InvalidInput("Invalid query parameter.", validations=[Validation(field, detail)])
 
 
 def _filtered(filters: AuditFilter) -> sa.Select:
