@@ -66,9 +66,11 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), compare_type=True, render_as_batch=True)
     csrf.init_app(app)
 
+    from app.auth.oidc import init_sso
     from app.auth.session import init_login
 
     init_login(app, login_manager)
+    init_sso(app)
 
 
 def register_metrics(app: Flask) -> None:

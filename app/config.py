@@ -13,10 +13,13 @@ in the environment win over the file.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("production", "development", "testing")
 
@@ -157,9 +160,10 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     }
     config.update(_outbound_settings(setting))
+    config.update(_sso_settings(setting))
     # Anything else passed by tests (TESTING, overrides of the above) wins.
     for name in ("SECRET_KEY", "ENCRYPTION_KEYS", "DATABASE_URL", "ALLOW_BYOK", "REDIS_URL",
-                 "PRIVATE_BASE_URL_ALLOWLIST", "KEY_MAX_AGE_DAYS"):
+                 "PRIVATE_BASE_URL_ALLOWLIST", "KEY_MAX_AGE_DAYS", *SSO_VARIABLES):
         test_config.pop(name, None)
     if "SQLALCHEMY_ENGINE_OPTIONS" in test_config:
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {
@@ -202,6 +206,112 @@ def _outbound_settings(setting: Any) -> dict[str, Any]:
         raise ConfigError("OUTBOUND_RATE_LIMIT must be a rate such as '10 per minute'.") from None
     values["OUTBOUND_RATE_LIMIT"] = rate
     return values
+
+
+SSO_REQUIRED = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")
+SSO_OPTIONAL = ("OIDC_SCOPES", "OIDC_GROUPS_CLAIM", "OIDC_ADMIN_GROUP", "OIDC_ALLOWED_EMAIL_DOMAINS")
+SSO_VARIABLES = (*SSO_REQUIRED, *SSO_OPTIONAL, "PASSWORD_LOGIN")
+DEFAULT_SCOPES = "openid email profile"
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
+
+
+def _sso_settings(setting: Any) -> dict[str, Any]:
+    """Single sign-on (OpenID Connect, SPEC section 10) and the password switch.
+
+    SSO is on when OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are all set. Nothing is
+    fetched here: the provider's discovery document is read at the first SSO sign-in.
+
+    :raise ConfigError: the three are only partly set; another OIDC_ setting is set while SSO is
+        off; OIDC_ADMIN_GROUP without OIDC_GROUPS_CLAIM; PASSWORD_LOGIN=false without SSO (nobody
+        could sign in); an issuer that is not an https URL (http only on loopback); scopes without
+        `openid`; an allowed email domain that is not a domain name. Messages name the variable,
+        never the client secret.
+    """
+    def text(name: str) -> str:
+        value = setting(name)
+        return "" if value is None else str(value).strip()
+
+    required = {name: text(name) for name in SSO_REQUIRED}
+    missing = [name for name, value in required.items() if not value]
+    if 0 < len(missing) < len(required):
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"{' and '.join(missing)} {verb} not set: single sign-on needs OIDC_ISSUER, "
+                          "OIDC_CLIENT_ID and OIDC_CLIENT_SECRET together.")
+    enabled = not missing
+    if not enabled:
+        for name in SSO_OPTIONAL:
+            if text(name):
+                raise ConfigError(f"{name} is set but single sign-on is off: set OIDC_ISSUER, OIDC_CLIENT_ID "
+                                  "and OIDC_CLIENT_SECRET too.")
+    password_login = _parse_bool("PASSWORD_LOGIN", setting("PASSWORD_LOGIN"), True)
+    if not password_login and not enabled:
+        raise ConfigError("PASSWORD_LOGIN is false but single sign-on is off, so nobody could sign in: set "
+                          "OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET, or PASSWORD_LOGIN=true.")
+    values: dict[str, Any] = {
+        "SSO_ENABLED": enabled,
+        "PASSWORD_LOGIN": password_login,
+        "OIDC_ISSUER": required["OIDC_ISSUER"] or None,
+        "OIDC_CLIENT_ID": required["OIDC_CLIENT_ID"] or None,
+        "OIDC_CLIENT_SECRET": required["OIDC_CLIENT_SECRET"] or None,
+        "OIDC_SCOPES": DEFAULT_SCOPES,
+        "OIDC_GROUPS_CLAIM": None,
+        "OIDC_ADMIN_GROUP": None,
+        "OIDC_ALLOWED_EMAIL_DOMAINS": (),
+    }
+    if not enabled:
+        return values
+    _check_issuer(required["OIDC_ISSUER"])
+    scopes = (text("OIDC_SCOPES") or DEFAULT_SCOPES).split()
+    if "openid" not in scopes:
+        raise ConfigError("OIDC_SCOPES must include openid.")
+    groups_claim, admin_group = text("OIDC_GROUPS_CLAIM"), text("OIDC_ADMIN_GROUP")
+    if admin_group and not groups_claim:
+        raise ConfigError("OIDC_ADMIN_GROUP is set but OIDC_GROUPS_CLAIM is not: set the claim that lists the "
+                          "user's groups.")
+    domains = []
+    for entry in text("OIDC_ALLOWED_EMAIL_DOMAINS").split(","):
+        domain = entry.strip().lower().removeprefix("@")
+        if not domain:
+            continue
+        if not _DOMAIN_RE.match(domain):
+            raise ConfigError(f"OIDC_ALLOWED_EMAIL_DOMAINS: {domain[:80]!r} is not a domain name.")
+        domains.append(domain)
+    values.update({
+        "OIDC_SCOPES": " ".join(scopes),
+        "OIDC_GROUPS_CLAIM": groups_claim or None,
+        "OIDC_ADMIN_GROUP": admin_group or None,
+        "OIDC_ALLOWED_EMAIL_DOMAINS": tuple(domains),
+    })
+    return values
+
+
+def _check_issuer(issuer: str) -> None:
+    """An absolute https URL without query, fragment or user info; plain http only on loopback
+    (a provider on this machine, as in tests): tokens must not cross a network in clear.
+
+    :raise ConfigError: naming OIDC_ISSUER.
+    """
+    problem = ConfigError("OIDC_ISSUER must be the identity provider's https URL (plain http only on loopback), "
+                          "without a query, fragment or user name.")
+    try:
+        parts = urlsplit(issuer)
+        host = parts.hostname
+    except ValueError:
+        raise problem from None
+    if not host or parts.query or parts.fragment or "?" in issuer or "#" in issuer or parts.username:
+        raise problem
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http":
+        raise problem
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise problem
 
 
 def engine_options(database_url: str) -> dict[str, Any]:

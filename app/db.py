@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from flask import Flask, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, registry
 
@@ -59,12 +59,28 @@ class Base(DeclarativeBase):
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
+def writes_on_get(view):
+    """Mark a view that writes although it answers a GET (single sign-on, where the identity
+    provider sends the browser back with a GET): on SQLite its transactions take the write lock
+    at BEGIN, as a POST's do."""
+    view.writes_on_get = True
+    return view
+
+
+def _read_only_request() -> bool:
+    if not has_request_context() or request.method not in SAFE_METHODS:
+        return False
+    view = current_app.view_functions.get(request.endpoint or "")
+    return not getattr(view, "writes_on_get", False)
+
+
 def configure_engine(app: Flask, engine: sa.Engine) -> None:
     """Per-connection settings.
 
     SQLite: foreign keys on, WAL, a busy timeout, and transactions that take the write lock at
-    their start (``BEGIN IMMEDIATE``) for anything but a safe HTTP request, so a read-then-write
-    use case can neither deadlock on lock upgrade nor lose an update.
+    their start (``BEGIN IMMEDIATE``) for anything but a safe HTTP request (or a GET view marked
+    `writes_on_get`), so a read-then-write use case can neither deadlock on lock upgrade nor lose
+    an update.
     """
     if engine.dialect.name != "sqlite":
         return
@@ -82,5 +98,4 @@ def configure_engine(app: Flask, engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        read_only = has_request_context() and request.method in SAFE_METHODS
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if _read_only_request() else "BEGIN IMMEDIATE")

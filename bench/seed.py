@@ -2,9 +2,11 @@
 
 For a size N it (re)creates `switchboard_bench_<N>`, builds the schema with the migrations, and
 inserts N AI providers, 3N provider keys, 10N users each holding one key of their own
-(`user_ai_provider_keys`) and 5N chat model configs, plus the three bench callers (an admin, a
-member and a service token). Providers cycle through the three key policies (so two in three
-take user keys) and one in ten is disabled.
+(`user_ai_provider_keys`), 5N chat model configs and N groups (each provider's ten users are the
+members of its group; the second config of every provider is open only to that group, the
+fourth to no group at all), plus the three bench callers (an admin, a member and a service
+token). Providers cycle through the three key policies (so two in three take user keys) and one
+in ten is disabled.
 
 Rows go in with bulk inserts (executemany, chunks of `CHUNK` providers). Secrets are sealed with
 the app's own keyring and the app's own associated data (`SECRET_COLUMNS`), so every row decrypts
@@ -103,23 +105,37 @@ class Seeded:
     config_ids: list[uuid.UUID] = field(default_factory=list)
     user_ids: list[uuid.UUID] = field(default_factory=list)
     provider_key_ids: list[uuid.UUID] = field(default_factory=list)
+    group_ids: list[uuid.UUID] = field(default_factory=list)
 
 
 def insert_rows(session: Any, start: int, count: int, *, password_hash: str, callers: tuple[uuid.UUID, ...] = (),
                 now: datetime | None = None) -> Seeded:
-    """Insert providers `start .. start+count-1` with their keys, users, user keys and configs.
+    """Insert providers `start .. start+count-1` with their keys, users, user keys, configs and
+    groups.
 
     Provider i: type and policy cycle, one in ten disabled, 3 keys (created a second apart, so the
     oldest is known), 5 configs (`model-0` .. `model-4`, the last disabled; provider 0's first is
-    the default), 10 users who each hold one key for provider i, or for a neighbour in the same
-    batch that takes user keys. Each id in `callers` also holds a key for every odd provider that
+    the default; `model-1` open only to group i, `model-3` to no group), 10 users who each hold
+    one key for provider i, or for a neighbour in the same batch that takes user keys, and who
+    are the members of group i. Each id in `callers` also holds a key for every odd provider that
     takes user keys among the first `CALLER_KEY_PROVIDERS` (a user holds a handful of keys, not
-    one per provider of a large installation). The caller commits.
+    one per provider of a large installation), and is a member of every odd group. The caller
+    commits.
     """
     import sqlalchemy as sa
 
     from app.crypto import make_hint
-    from app.models import PROVIDER_TYPES, AIProvider, AIProviderKey, ChatModelConfig, User, UserAIProviderKey
+    from app.models import (
+        PROVIDER_TYPES,
+        AIProvider,
+        AIProviderKey,
+        ChatModelConfig,
+        Group,
+        GroupMember,
+        ModelConfigGroup,
+        User,
+        UserAIProviderKey,
+    )
     from app.services.secrets import SECRET_COLUMNS, ensure_key_registered, fingerprint, keyring
 
     ring = keyring()
@@ -128,6 +144,7 @@ def insert_rows(session: Any, start: int, count: int, *, password_hash: str, cal
     now = now or datetime.now(UTC)
     seeded = Seeded(start=start)
     providers, keys, users, user_keys, configs = [], [], [], [], []
+    groups, members, access_rows = [], [], []
 
     def sealed(model: type, plaintext: str, **row: Any) -> dict[str, Any]:
         box = ring.encrypt(plaintext.encode(), aad[model](SimpleNamespace(**row)))
@@ -150,6 +167,13 @@ def insert_rows(session: Any, start: int, count: int, *, password_hash: str, cal
             keys.append(sealed(AIProviderKey, plaintext, id=kid, provider_id=pid,
                                created_at=now - timedelta(seconds=KEYS_PER_PROVIDER - k),
                                fingerprint=fingerprint(f"ai_provider:{pid}", plaintext)))
+        gid = uuid.uuid4()
+        seeded.group_ids.append(gid)
+        groups.append({"id": gid, "name": f"g{i:07d}", "display_name": f"Group {i}", "created_at": now,
+                       "updated_at": now})
+        if i % 2 == 1:
+            members.extend({"group_id": gid, "user_id": caller, "source": "manual", "added_at": now}
+                           for caller in callers)
         for j in range(CONFIGS_PER_PROVIDER):
             cid = uuid.uuid4()
             seeded.config_ids.append(cid)
@@ -158,7 +182,10 @@ def insert_rows(session: Any, start: int, count: int, *, password_hash: str, cal
                 "display_name": f"Model {i}.{j}", "enabled": j != CONFIGS_PER_PROVIDER - 1,
                 "is_default": i == 0 and j == 0, "context_limit": 128000, "compression_threshold": 70,
                 "options": {}, "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None,
+                "access": "groups" if j in (1, 3) else "everyone",
             })
+            if j == 1:
+                access_rows.append({"model_config_id": cid, "group_id": gid})
         holder = i if i in takes_user_keys else next((j for j in (i + 1, i - 1, i + 2) if j in takes_user_keys), None)
         for u in range(USERS_PER_PROVIDER):
             uid = uuid.uuid4()
@@ -166,6 +193,7 @@ def insert_rows(session: Any, start: int, count: int, *, password_hash: str, cal
             users.append({"id": uid, "email": f"user{i * USERS_PER_PROVIDER + u:08d}@bench.example",
                           "name": f"User {i}.{u}", "password_hash": password_hash, "role": "member", "active": True,
                           "created_at": now, "updated_at": now})
+            members.append({"group_id": gid, "user_id": uid, "source": "sso" if u % 2 else "manual", "added_at": now})
             if holder is not None:
                 user_keys.append(sealed(UserAIProviderKey, f"sk-user-{random_secrets.token_hex(16)}",
                                         id=uuid.uuid4(), user_id=uid, ai_provider_id=ids[holder]))
@@ -174,7 +202,8 @@ def insert_rows(session: Any, start: int, count: int, *, password_hash: str, cal
                 user_keys.append(sealed(UserAIProviderKey, f"sk-caller-{random_secrets.token_hex(16)}",
                                         id=uuid.uuid4(), user_id=caller, ai_provider_id=pid))
     for model, rows in ((AIProvider, providers), (AIProviderKey, keys), (User, users),
-                        (UserAIProviderKey, user_keys), (ChatModelConfig, configs)):
+                        (UserAIProviderKey, user_keys), (ChatModelConfig, configs), (Group, groups),
+                        (GroupMember, members), (ModelConfigGroup, access_rows)):
         if rows:
             session.execute(sa.insert(model.__table__), rows)
     return seeded
@@ -237,7 +266,8 @@ def seed(n: int, url: str | None = None) -> dict[str, Any]:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
         counts = {}
         with db.engine.connect() as conn:
-            for table in ("ai_providers", "ai_provider_keys", "users", "user_ai_provider_keys", "chat_model_configs"):
+            for table in ("ai_providers", "ai_provider_keys", "users", "user_ai_provider_keys", "chat_model_configs",
+                          "groups", "group_members", "model_config_groups"):
                 counts[table] = conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
         db.engine.dispose()
     assert first is not None

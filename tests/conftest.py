@@ -225,6 +225,17 @@ def stubs():
         stub.stop()
 
 
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """A real OpenID provider (oidc-provider-mock, its own process on loopback) for the run; see
+    tests/support/oidc.py. Tests give each person a `sub` of their own."""
+    from tests.support.oidc import OidcProvider
+
+    provider = OidcProvider().start()
+    yield provider
+    provider.stop()
+
+
 def pytest_report_header(config):
     return f"database: {'PostgreSQL' if is_postgres() else 'SQLite'} ({resolved_database_url().split('@')[-1]})"
 

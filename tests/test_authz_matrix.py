@@ -17,7 +17,7 @@ token too, so what refuses them is the sign-in check, not CSRF.
 
 Path parameters are real objects made fresh for every single request (a provider with a shared
 key and a model config, member A's own key for it, a legacy provider with member A's key, one
-of member A's tokens, a user to deactivate), so `OK` means the action really happened and a
+of member A's tokens, a user to deactivate, a group with that user as its member), so `OK` means the action really happened and a
 destructive row never spoils the next request. Objects that belong to member A answer 404 to
 member B (A's token on /settings/tokens/<id>/revoke) or touch only B's own rows (B's BYOK delete
 and test on A's provider). After every request:
@@ -79,6 +79,15 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("GET", f"{API}/model-configs/<config_id>/resolution"): USER_API,
     ("POST", f"{API}/credentials"): SERVICE_API,
     ("POST", f"{API}/credentials/report"): SERVICE_API,
+    # --- JSON API: groups and their members (SPEC 9): admins only
+    ("GET", f"{API}/groups"): ADMIN_API,
+    ("POST", f"{API}/groups"): ADMIN_API,
+    ("GET", f"{API}/groups/<group_id>"): ADMIN_API,
+    ("PATCH", f"{API}/groups/<group_id>"): ADMIN_API,
+    ("DELETE", f"{API}/groups/<group_id>"): ADMIN_API,
+    ("GET", f"{API}/groups/<group_id>/members"): ADMIN_API,
+    ("PUT", f"{API}/groups/<group_id>/members/<user_id>"): ADMIN_API,
+    ("DELETE", f"{API}/groups/<group_id>/members/<user_id>"): ADMIN_API,
     # --- JSON API: the audit log (SPEC 11)
     ("GET", f"{API}/audit-events"): ADMIN_API,
     # --- JSON API: the caller's own keys (SPEC 5, 6a). B and the admin have no key of their own
@@ -109,6 +118,10 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("POST", "/logout"): PAGE,
     ("GET", "/setup"): (404, 404, 404, 404, 404),  # users exist: setup is over for everyone
     ("POST", "/setup"): (404, 404, 404, 404, 404),
+    # Single sign-on is not configured in this app: its routes are not there for anyone
+    # (tests/pages/test_sso.py covers them with SSO on).
+    ("GET", "/auth/oidc/login"): (404, 404, 404, 404, 404),
+    ("GET", "/auth/oidc/callback"): (404, 404, 404, 404, 404),
     # --- the signed-in user's own pages
     ("GET", "/models"): PAGE,
     ("GET", "/settings/keys"): PAGE,
@@ -128,6 +141,18 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("POST", "/admin/users"): ADMIN_PAGE,
     ("GET", "/admin/users/<user_id>/deactivate"): ADMIN_PAGE,
     ("POST", "/admin/users/<user_id>/deactivate"): ADMIN_PAGE,
+    ("POST", "/admin/users/<user_id>/role"): ADMIN_PAGE,
+    ("GET", "/admin/groups"): ADMIN_PAGE,
+    ("GET", "/admin/groups/new"): ADMIN_PAGE,
+    ("POST", "/admin/groups/new"): ADMIN_PAGE,
+    ("GET", "/admin/groups/<group_id>"): ADMIN_PAGE,
+    ("POST", "/admin/groups/<group_id>/members"): ADMIN_PAGE,
+    ("GET", "/admin/groups/<group_id>/members/<user_id>/remove"): ADMIN_PAGE,
+    ("POST", "/admin/groups/<group_id>/members/<user_id>/remove"): ADMIN_PAGE,
+    ("GET", "/admin/groups/<group_id>/edit"): ADMIN_PAGE,
+    ("POST", "/admin/groups/<group_id>/edit"): ADMIN_PAGE,
+    ("GET", "/admin/groups/<group_id>/delete"): ADMIN_PAGE,
+    ("POST", "/admin/groups/<group_id>/delete"): ADMIN_PAGE,
     ("GET", "/admin/providers"): ADMIN_PAGE,
     ("GET", "/admin/providers/new"): ADMIN_PAGE,
     ("POST", "/admin/providers/new"): ADMIN_PAGE,
@@ -265,8 +290,27 @@ class Objects:
 
     @cached_property
     def user_id(self) -> str:
-        """A member to deactivate."""
+        """A member to deactivate (or to change the role of, or to add to and remove from a group)."""
         return str(make_user(self.app, f"victim-{uuid.uuid4().hex[:8]}@example.com").id)
+
+    @cached_property
+    def group(self) -> dict:
+        """A group whose one member is the user of `user_id`."""
+        from app.services import groups
+
+        member_id = self.user_id  # made first: in its own app context, with no transaction open here
+
+        def make():
+            group = groups.create_group(self.world.actor(), name=f"g-{uuid.uuid4().hex[:10]}")
+            groups.add_member(self.world.actor(), group.id, member_id)
+            return {"id": str(group.id), "name": group.name}
+
+        return self._run(make)
+
+    @cached_property
+    def joiner_email(self) -> str:
+        """The email of an active user in no group yet."""
+        return make_user(self.app, f"joiner-{uuid.uuid4().hex[:8]}@example.com").email
 
     def free_legacy_type(self) -> str:
         from app.extensions import db
@@ -287,6 +331,7 @@ class Objects:
             "config_id": lambda: self.provider["config_id"],
             "token_id": lambda: self.token_id,
             "user_id": lambda: self.user_id,
+            "group_id": lambda: self.group["id"],
         }
         path = rule
         for name, value in values.items():
@@ -312,6 +357,9 @@ JSON_BODIES: dict[tuple[str, str], Any] = {
     ("POST", f"{API}/providers"): lambda o: {"provider": o.free_legacy_type(), "api_key": new_key("central"),
                                              "allow_user_api_key": True},
     ("PATCH", f"{API}/providers/<provider_id>"): lambda o: {"display_name": "Renamed"},
+    ("POST", f"{API}/groups"): lambda o: {"name": f"g-{uuid.uuid4().hex[:8]}"},
+    ("PATCH", f"{API}/groups/<group_id>"): lambda o: {"display_name": "Renamed"},
+    ("PUT", f"{API}/groups/<group_id>/members/<user_id>"): lambda o: {},
     ("PUT", f"{API}/user-provider-configs/<provider_id>"): lambda o: {"api_key": new_key("legacy-byok")},
 }
 
@@ -329,6 +377,12 @@ FORM_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/admin/users"): lambda o: {"email": f"new-{uuid.uuid4().hex[:8]}@example.com", "name": "New",
                                          "password": PASSWORD, "role": "member"},
     ("POST", "/admin/users/<user_id>/deactivate"): lambda o: {},
+    ("POST", "/admin/users/<user_id>/role"): lambda o: {"role": "admin"},
+    ("POST", "/admin/groups/new"): lambda o: {"name": f"g-{uuid.uuid4().hex[:8]}", "display_name": "New"},
+    ("POST", "/admin/groups/<group_id>/members"): lambda o: {"email": o.joiner_email},
+    ("POST", "/admin/groups/<group_id>/members/<user_id>/remove"): lambda o: {},
+    ("POST", "/admin/groups/<group_id>/edit"): lambda o: {"name": o.group["name"], "display_name": "Renamed"},
+    ("POST", "/admin/groups/<group_id>/delete"): lambda o: {},
     ("POST", "/admin/providers/new"): lambda o: {"type": "openai", "name": f"new-{uuid.uuid4().hex[:8]}",
                                                  "key_policy": "provider_only", "enabled": "y"},
     ("POST", "/admin/providers/<provider_id>/edit"): lambda o: {

@@ -172,6 +172,99 @@ def test_key_max_age_is_off_by_default_and_read_in_days(monkeypatch, tmp_path):
     assert load_config(str(tmp_path), production)["KEY_MAX_AGE_DAYS"] == 90
 
 
+# --- single sign-on -----------------------------------------------------------------------------
+
+SSO = {"OIDC_ISSUER": "https://id.example.com", "OIDC_CLIENT_ID": "switchboard",
+       "OIDC_CLIENT_SECRET": "client-secret-" + uuid.uuid4().hex}
+
+
+def sso_config(tmp_path, **settings) -> dict:
+    from app.config import load_config
+
+    return load_config(str(tmp_path), {"SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY,
+                                       "ENCRYPTION_KEYS": KEY_A, **settings})
+
+
+@pytest.fixture
+def no_sso_environment(monkeypatch):
+    from app.config import SSO_VARIABLES
+
+    for name in SSO_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_sso_is_off_by_default_and_passwords_on(no_sso_environment, tmp_path):
+    config = sso_config(tmp_path)
+    assert config["SSO_ENABLED"] is False and config["PASSWORD_LOGIN"] is True
+
+
+def test_sso_settings_are_read_from_the_environment(no_sso_environment, monkeypatch, tmp_path):
+    for name, value in SSO.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OIDC_SCOPES", "openid  email profile groups")
+    monkeypatch.setenv("OIDC_GROUPS_CLAIM", "groups")
+    monkeypatch.setenv("OIDC_ADMIN_GROUP", "Switchboard Admins")
+    monkeypatch.setenv("OIDC_ALLOWED_EMAIL_DOMAINS", "Example.com, @example.org,")
+    monkeypatch.setenv("PASSWORD_LOGIN", "false")
+    config = sso_config(tmp_path)
+    assert config["SSO_ENABLED"] is True and config["PASSWORD_LOGIN"] is False
+    assert config["OIDC_ISSUER"] == "https://id.example.com" and config["OIDC_CLIENT_ID"] == "switchboard"
+    assert config["OIDC_SCOPES"] == "openid email profile groups"
+    assert config["OIDC_GROUPS_CLAIM"] == "groups" and config["OIDC_ADMIN_GROUP"] == "Switchboard Admins"
+    assert config["OIDC_ALLOWED_EMAIL_DOMAINS"] == ("example.com", "example.org")
+
+
+@pytest.mark.parametrize(("given", "named"), [
+    (("OIDC_ISSUER",), "OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are not set"),
+    (("OIDC_ISSUER", "OIDC_CLIENT_ID"), "OIDC_CLIENT_SECRET is not set"),
+    (("OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET"), "OIDC_ISSUER is not set"),
+])
+def test_half_set_sso_fails_at_startup_naming_what_is_missing(no_sso_environment, tmp_path, given, named):
+    from app.config import ConfigError
+
+    with pytest.raises(ConfigError, match=named) as raised:
+        sso_config(tmp_path, **{name: SSO[name] for name in given})
+    assert SSO["OIDC_CLIENT_SECRET"] not in str(raised.value)
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"OIDC_GROUPS_CLAIM": "groups"}, "OIDC_GROUPS_CLAIM is set but single sign-on is off"),
+    ({"OIDC_ALLOWED_EMAIL_DOMAINS": "example.com"}, "OIDC_ALLOWED_EMAIL_DOMAINS is set but single sign-on is off"),
+    ({"PASSWORD_LOGIN": "false"}, "PASSWORD_LOGIN is false but single sign-on is off"),
+    ({**SSO, "OIDC_ADMIN_GROUP": "admins"}, "OIDC_ADMIN_GROUP is set but OIDC_GROUPS_CLAIM is not"),
+    ({**SSO, "OIDC_SCOPES": "email profile"}, "OIDC_SCOPES must include openid"),
+    ({**SSO, "OIDC_ALLOWED_EMAIL_DOMAINS": "example.com, not a domain"}, "OIDC_ALLOWED_EMAIL_DOMAINS"),
+    ({**SSO, "OIDC_ISSUER": "http://id.example.com"}, "OIDC_ISSUER must be the identity provider's https URL"),
+    ({**SSO, "OIDC_ISSUER": "https://id.example.com/?tenant=1"}, "OIDC_ISSUER"),
+    ({**SSO, "OIDC_ISSUER": "ftp://id.example.com"}, "OIDC_ISSUER"),
+    ({**SSO, "OIDC_ISSUER": "id.example.com"}, "OIDC_ISSUER"),
+    ({**SSO, "PASSWORD_LOGIN": "sometimes"}, "PASSWORD_LOGIN must be true or false"),
+])
+def test_inconsistent_sso_settings_fail_at_startup_naming_the_variable(no_sso_environment, tmp_path, settings, named):
+    from app.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(named)) as raised:
+        sso_config(tmp_path, **settings)
+    assert SSO["OIDC_CLIENT_SECRET"] not in str(raised.value)
+
+
+@pytest.mark.parametrize("issuer", ["http://127.0.0.1:9400", "http://localhost:9400/realms/x", "http://[::1]:9400"])
+def test_a_plain_http_issuer_is_allowed_on_loopback_only(no_sso_environment, tmp_path, issuer):
+    assert sso_config(tmp_path, **{**SSO, "OIDC_ISSUER": issuer})["OIDC_ISSUER"] == issuer
+
+
+def test_half_set_sso_stops_the_app_with_a_message(tmp_path):
+    result = flask_cli("users", "create", "x@example.com", "--password", "long enough password", env={
+        "SWITCHBOARD_ENV": "production", "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "SWITCHBOARD_INSTANCE_PATH": str(tmp_path / "instance"),
+        "OIDC_ISSUER": SSO["OIDC_ISSUER"], "OIDC_CLIENT_SECRET": SSO["OIDC_CLIENT_SECRET"],
+    })
+    assert result.returncode == 1
+    assert "Switchboard cannot start: OIDC_CLIENT_ID is not set" in result.stderr
+    assert SSO["OIDC_CLIENT_SECRET"] not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_dotenv_file_is_read(tmp_path):
     database = tmp_path / "from-dotenv.db"
     (tmp_path / ".env").write_text(

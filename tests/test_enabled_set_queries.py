@@ -1,5 +1,7 @@
 """The enabled set and key resolution issue a constant number of SQL statements, whether there
-are 5 configs or 500 (no per-row queries): counted with a `before_cursor_execute` listener."""
+are 5 configs or 500 (no per-row queries), groups, memberships and configs open only to some
+groups included (the access rule is part of the same statements): counted with a
+`before_cursor_execute` listener."""
 
 from __future__ import annotations
 
@@ -35,13 +37,19 @@ def count_statements(app):
 def seed(app, user_id: uuid.UUID, start: int, stop: int) -> set[str]:
     """Configs start..stop-1 (bulk inserts): on AI providers (one provider per ten configs, every
     third disabled, every seventh deleted, keys and user keys on some) and, every fifth config, a
-    legacy config. Returns the ids of the configs that belong to the enabled set."""
+    legacy config. One group per ten configs, each with another user in it, every other one with
+    the user too; every fourth config is open only to its group, every ninth to no group at all.
+    Returns the ids of the configs that belong to the user's enabled set."""
     from app.extensions import db
     from app.models import (
         AIProvider,
         AIProviderKey,
         ChatModelConfig,
         ChatProvider,
+        Group,
+        GroupMember,
+        ModelConfigGroup,
+        User,
         UserAIProviderKey,
     )
     from app.services.secrets import ensure_key_registered, keyring
@@ -56,17 +64,35 @@ def seed(app, user_id: uuid.UUID, start: int, stop: int) -> set[str]:
                  "allow_user_api_key": False, "allow_central_api_key_fallback": False}
                 for t, on in LEGACY_TYPES.items()])
         providers, keys, user_keys, configs = [], [], [], []
+        groups, users, members, access_rows = [], [], [], []
         expected: set[str] = set()
         provider = None
+        group_ids: dict[int, uuid.UUID] = {}
         for i in range(start, stop):
+            n = i // 10
+            if n not in group_ids:
+                group_ids[n] = uuid.uuid4()
+                other = uuid.uuid4()
+                groups.append({"id": group_ids[n], "name": f"group-{start}-{n}", "display_name": ""})
+                users.append({"id": other, "email": f"other-{start}-{n}@example.com", "password_hash": "x"})
+                members.append({"group_id": group_ids[n], "user_id": other, "source": "manual"})
+                if n % 2 == 0:
+                    members.append({"group_id": group_ids[n], "user_id": user_id, "source": "sso"})
+            access, allowed = "everyone", True
+            if i % 9 == 8:
+                access, allowed = "groups", False
+            elif i % 4 == 1:
+                access, allowed = "groups", n % 2 == 0
             if i % 5 == 4:
                 legacy_type = list(LEGACY_TYPES)[(i // 5) % 3]
                 cid = uuid.uuid4()
                 enabled = i % 11 != 0
                 configs.append({"id": cid, "ai_provider_id": None, "provider": legacy_type, "model": f"legacy-{i}",
-                                "enabled": enabled, "is_default": False,
+                                "enabled": enabled, "is_default": False, "access": access,
                                 "created_at": now + timedelta(microseconds=i)})
-                if enabled and LEGACY_TYPES[legacy_type]:
+                if access == "groups" and i % 9 != 8:
+                    access_rows.append({"model_config_id": cid, "group_id": group_ids[n]})
+                if enabled and LEGACY_TYPES[legacy_type] and allowed:
                     expected.add(str(cid))
                 continue
             if provider is None or i % 10 == 0:
@@ -87,23 +113,26 @@ def seed(app, user_id: uuid.UUID, start: int, stop: int) -> set[str]:
             enabled = i % 6 != 5
             configs.append({"id": cid, "ai_provider_id": provider["id"], "provider": "openai", "model": f"model-{i}",
                             "enabled": enabled, "is_default": i == 0, "display_name": f"Model {i:04d}",
-                            "deleted": i % 13 == 12, "deleted_at": now if i % 13 == 12 else None,
+                            "deleted": i % 13 == 12, "deleted_at": now if i % 13 == 12 else None, "access": access,
                             "created_at": now + timedelta(microseconds=i)})
-            if enabled and i % 13 != 12 and provider["enabled"] and not provider["deleted"]:
+            if access == "groups" and i % 9 != 8:
+                access_rows.append({"model_config_id": cid, "group_id": group_ids[n]})
+            if enabled and i % 13 != 12 and provider["enabled"] and not provider["deleted"] and allowed:
                 expected.add(str(cid))
         for model, rows in ((AIProvider, providers), (AIProviderKey, keys), (UserAIProviderKey, user_keys),
-                            (ChatModelConfig, configs)):
+                            (ChatModelConfig, configs), (Group, groups), (User, users), (GroupMember, members),
+                            (ModelConfigGroup, access_rows)):
             if rows:
                 db.session.execute(sa.insert(model), rows)
         db.session.commit()
         return expected
 
 
-def enabled_ids(app) -> set[str]:
+def enabled_ids(app, user_id: uuid.UUID) -> set[str]:
     from app.services.model_configs import enabled_set
 
     with app.app_context():
-        rows, _ = enabled_set()
+        rows, _ = enabled_set(user_id)
         return {str(c.id) for c, _, _ in rows}
 
 
@@ -118,7 +147,7 @@ def measure(app, member, api, client) -> dict[str, int]:
         user = db.session.get(User, member.id)
         db.session.expunge_all()
         with count_statements(app) as statements:
-            rows, total = enabled_set()
+            rows, total = enabled_set(user.id)
         counts["enabled_set()"] = len(statements)
         assert len(rows) == total
         with count_statements(app) as statements:
@@ -126,7 +155,7 @@ def measure(app, member, api, client) -> dict[str, int]:
         counts["models_for(user)"] = len(statements)
         configs, _ = list_configs()
         with count_statements(app) as statements:
-            resolve_many(user, configs)
+            resolve_many(user, configs, allowed={c.id for c, _, _ in rows})
         counts["resolve_many(user, all live configs)"] = len(statements)
         db.session.rollback()
     for name, path in (("GET /model-configs/enabled", "/model-configs/enabled"),
@@ -150,12 +179,12 @@ def test_the_enabled_set_and_resolution_use_a_constant_number_of_statements(app,
     login(client, member.email)
 
     expected = seed(app, member.id, 0, 5)
-    assert enabled_ids(app) == expected
+    assert enabled_ids(app, member.id) == expected
     small = measure(app, member, api, client)
 
     expected |= seed(app, member.id, 5, 500)
-    assert enabled_ids(app) == expected
-    assert len(expected) > 200
+    assert enabled_ids(app, member.id) == expected
+    assert len(expected) > 150
     large = measure(app, member, api, client)
 
     print("\nSQL statements at 5 configs:  ", small)

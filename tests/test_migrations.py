@@ -110,3 +110,58 @@ def test_the_migrations_build_exactly_what_the_models_declare(app):
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         differences = compare_metadata(context, db.metadata)
     assert differences == []
+
+
+def test_migration_0008_keeps_every_row_that_points_at_a_user(throwaway_database, tmp_path):
+    """0008 makes users.password_hash nullable, which rebuilds the users table on SQLite: the
+    sessions, tokens, memberships and audit actors that point at users must all survive it, in
+    both directions. Downgrading gives users without a password the unusable hash "!"."""
+    import datetime
+
+    from app.extensions import db
+    from app.models import User  # noqa: F401  (every model is registered on the metadata)
+
+    env = {"DATABASE_URL": throwaway_database, "SECRET_KEY": SECRET_KEY, "ENCRYPTION_KEYS": KEY_A,
+           "SWITCHBOARD_ENV": "production", "SWITCHBOARD_INSTANCE_PATH": str(tmp_path / "instance")}
+    assert flask_cli("db", "upgrade", "0006", env=env).returncode == 0
+    now = datetime.datetime.now(datetime.UTC)
+    user_id, group_id = uuid.uuid4(), uuid.uuid4()
+    t = db.metadata.tables
+    engine = sa.create_engine(throwaway_database)
+    with engine.begin() as conn:
+        conn.execute(t["users"].insert().values(id=user_id, email="kept@example.com", name="Kept",
+                                                password_hash="$argon2id$x", role="admin", active=True,
+                                                created_at=now, updated_at=now))
+        conn.execute(t["user_sessions"].insert().values(id_hash="s" * 64, user_id=user_id, created_at=now))
+        conn.execute(t["api_tokens"].insert().values(id=uuid.uuid4(), user_id=user_id, name="t", token_hash="h" * 64,
+                                                     prefix="sb_x", is_service=False, created_at=now))
+        conn.execute(t["audit_events"].insert().values(created_at=now, actor_id=user_id, actor_label="kept",
+                                                       action="user.create", resource_type="user", details={}))
+        conn.execute(t["groups"].insert().values(id=group_id, name="eng", display_name="", created_at=now,
+                                                 updated_at=now))
+        conn.execute(t["group_members"].insert().values(group_id=group_id, user_id=user_id, source="manual",
+                                                        added_at=now))
+
+    def rows() -> dict:
+        with engine.connect() as conn:
+            return {name: conn.execute(sa.select(sa.func.count()).select_from(t[name])).scalar_one()
+                    for name in ("users", "user_sessions", "api_tokens", "group_members")} | {
+                "audit actors": conn.execute(sa.select(t["audit_events"].c.actor_id)).scalars().all()}
+
+    before = rows()
+    assert before["audit actors"] == [user_id]
+    try:
+        up = flask_cli("db", "upgrade", env=env)
+        assert up.returncode == 0, up.stderr
+        assert rows() == before
+        with engine.begin() as conn:
+            conn.execute(t["users"].insert().values(id=uuid.uuid4(), email="sso@example.com", name="", role="member",
+                                                    password_hash=None, active=True, created_at=now, updated_at=now))
+        down = flask_cli("db", "downgrade", "0006", env=env)
+        assert down.returncode == 0, down.stderr
+        assert rows() == {**before, "users": 2}
+        with engine.connect() as conn:
+            hashes = dict(conn.execute(sa.select(t["users"].c.email, t["users"].c.password_hash)).all())
+        assert hashes == {"kept@example.com": "$argon2id$x", "sso@example.com": "!"}
+    finally:
+        engine.dispose()

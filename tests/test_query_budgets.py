@@ -1,7 +1,8 @@
 """Query budgets: how many SQL statements each route may send, whatever the size of the data.
 
 Each route runs at two sizes: 3 providers (9 provider keys, 30 users with a key each, 15 model
-configs), then 30 (90, 300, 150), seeded in bulk by `bench.seed.insert_rows`, the benchmarks'
+configs, 3 groups of 10 members, a config of each provider open only to its group and one to no
+group), then 30 (90, 300, 150, 30), seeded in bulk by `bench.seed.insert_rows`, the benchmarks'
 own seeding. The number of statements must be the same at both sizes (no N+1: nothing may run a
 query per row) and within the route's budget in `BUDGETS`. Authentication is included (one
 statement for a bearer token or a session cookie); transaction starts are not (see
@@ -21,7 +22,15 @@ from typing import Any
 
 import pytest
 
-from bench.seed import CALLER_KEY_PROVIDERS, CONFIGS_PER_PROVIDER, KEYS_PER_PROVIDER, Seeded, insert_rows, provider_policy
+from bench.seed import (
+    CALLER_KEY_PROVIDERS,
+    CONFIGS_PER_PROVIDER,
+    KEYS_PER_PROVIDER,
+    USERS_PER_PROVIDER,
+    Seeded,
+    insert_rows,
+    provider_policy,
+)
 from tests.support import login, new_key
 from tests.support.query_budget import QueryCount, count_queries
 
@@ -32,9 +41,9 @@ BUDGETS: dict[str, int] = {
     "GET /ai-providers/{id}": 3,
     "GET /ai-providers/{id}/keys": 4,
     "GET /user-ai-provider-keys": 3,
-    "GET /model-configs (admin)": 3,
-    "GET /model-configs (member)": 3,
-    "GET /model-configs/enabled": 3,
+    "GET /model-configs (admin)": 4,  # + the groups of the configs open to groups (one query)
+    "GET /model-configs (member)": 4,  # + their groups
+    "GET /model-configs/enabled": 4,  # + their groups
     "GET /model-configs/{id} (admin)": 2,
     "GET /model-configs/{id} (member)": 2,
     "GET /model-configs/{id}/resolution": 5,
@@ -50,14 +59,24 @@ BUDGETS: dict[str, int] = {
     "PUT /user-ai-provider-keys/{id}": 9,
     "DELETE /user-ai-provider-keys/{id}": 3,
     "POST /model-configs": 9,
-    "PATCH /model-configs/{id}": 5,
+    "PATCH /model-configs/{id}": 6,  # + its groups (the config is open to a group)
     "DELETE /model-configs/{id}": 7,
     "POST /credentials": 7,
+    "GET /groups": 4,
+    "GET /groups/{id}": 3,
+    "GET /groups/{id}/members": 4,
+    "POST /groups": 4,
+    "PATCH /groups/{id}": 6,
+    "DELETE /groups/{id}": 7,
+    "PUT /groups/{id}/members/{user_id}": 8,
+    "DELETE /groups/{id}/members/{user_id}": 5,
     # Pages
     "GET /admin/providers": 4,
     "GET /admin/providers/{id}": 9,  # + the key in use (oldest_key) and who holds a user key (count, first 50)
-    "GET /admin/model-configs": 3,
-    "GET /admin/users": 5,
+    "GET /admin/model-configs": 4,  # + the groups of the configs open to groups
+    "GET /admin/users": 6,  # + each listed user's groups (one query)
+    "GET /admin/groups": 4,
+    "GET /admin/groups/{id}": 5,  # the group, its members (count, page) and the configs open to it
     "GET /settings/keys": 3,
     "GET /models": 4,
     "GET /admin/audit": 4,  # session, page, count (up to 10,000), one query per resource type shown (here users)
@@ -94,6 +113,13 @@ class Env:
 
     def key_id(self, index: int, key: int) -> uuid.UUID:
         return self.batch.provider_key_ids[(index - self.batch.start) * KEYS_PER_PROVIDER + key]
+
+    def group_id(self, offset: int = 0) -> uuid.UUID:
+        """The group of the batch's provider `offset` (its ten users are its members)."""
+        return self.batch.group_ids[offset]
+
+    def user_id(self, offset: int = 0, user: int = 0) -> uuid.UUID:
+        return self.batch.user_ids[offset * USERS_PER_PROVIDER + user]
 
 
 def member_holds_key(i: int) -> bool:
@@ -159,10 +185,25 @@ CASES: dict[str, Case] = {
     "POST /credentials": Case(
         lambda e: e.service_api.post("/credentials", json={"user_id": str(e.member_id),
                                                            "model_config_id": str(held_config(e))}), 200, False),
+    "GET /groups": Case(lambda e: e.admin_api.get("/groups"), grows=True),
+    "GET /groups/{id}": Case(lambda e: e.admin_api.get(f"/groups/{e.group_id()}")),
+    "GET /groups/{id}/members": Case(lambda e: e.admin_api.get(f"/groups/{e.group_id()}/members")),
+    "POST /groups": Case(lambda e: e.admin_api.post("/groups", json={"name": f"new-group-{e.step}"}), 201, False),
+    "PATCH /groups/{id}": Case(
+        lambda e: e.admin_api.patch(f"/groups/{e.group_id()}", json={"display_name": f"Renamed {e.step}"}), 200, False),
+    # Not the first group: its provider's config 1 is the one PATCH /model-configs/{id} changes.
+    "DELETE /groups/{id}": Case(lambda e: e.admin_api.delete(f"/groups/{e.group_id(2)}"), 204, False),
+    # A user of another provider's group joins the first group.
+    "PUT /groups/{id}/members/{user_id}": Case(
+        lambda e: e.admin_api.put(f"/groups/{e.group_id()}/members/{e.user_id(1)}"), 200, False),
+    "DELETE /groups/{id}/members/{user_id}": Case(
+        lambda e: e.admin_api.delete(f"/groups/{e.group_id()}/members/{e.user_id(0, 3)}"), 204, False),
     "GET /admin/providers": Case(lambda e: e.admin_page.get("/admin/providers"), grows=True),
     "GET /admin/providers/{id}": Case(lambda e: e.admin_page.get(f"/admin/providers/{e.provider_id()}")),
     "GET /admin/model-configs": Case(lambda e: e.admin_page.get("/admin/model-configs"), grows=True),
     "GET /admin/users": Case(lambda e: e.admin_page.get("/admin/users"), grows=True),
+    "GET /admin/groups": Case(lambda e: e.admin_page.get("/admin/groups"), grows=True),
+    "GET /admin/groups/{id}": Case(lambda e: e.admin_page.get(f"/admin/groups/{e.group_id()}")),
     "GET /settings/keys": Case(lambda e: e.member_page.get("/settings/keys"), grows=True),
     "GET /models": Case(lambda e: e.member_page.get("/models"), grows=True),
     "GET /admin/audit": Case(lambda e: e.admin_page.get("/admin/audit")),

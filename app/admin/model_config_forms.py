@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, IntegerField, RadioField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from app.pages import choices
 
 MODEL_HELP = "The provider's model id, e.g. gpt-4o or claude-sonnet-4. Each provider can list a model once."
 DISPLAY_NAME_HELP = "What people see in model pickers. Leave empty to show the model id."
@@ -17,6 +20,9 @@ COMPRESSION_HELP = "When the conversation fills this share of the context (0 to 
 OPTIONS_HELP = 'A JSON object passed along with every request, e.g. {"temperature": 0.2}. Leave empty for none.'
 ENABLED_HELP = "A disabled model keeps its settings but nobody can pick it."
 PROVIDER_HELP = "Only enabled providers are listed. Cannot be changed later."
+ACCESS_HELP = ("Only members of the groups you check may use it (administrators too). With no group checked, "
+               "nobody can use it until you check one.")
+ACCESS_CHOICES = (("everyone", "Everyone"), ("groups", "Only members of"))
 
 
 class JSONObjectField(TextAreaField):
@@ -53,8 +59,22 @@ class ModelConfigEditForm(FlaskForm):
                                          description=COMPRESSION_HELP)
     options = JSONObjectField("Options (JSON)", default=dict, description=OPTIONS_HELP)
     enabled = BooleanField("Enabled", default=True, description=ENABLED_HELP)
+    # validate_choice is off: the service says what an access mode is and which groups exist.
+    access = RadioField("Who can use it", choices=choices(ACCESS_CHOICES), default="everyone", validate_choice=False,
+                        description=ACCESS_HELP)
+    group_ids = SelectMultipleField("Groups", choices=[], validate_choice=False, widget=ListWidget(prefix_label=False),
+                                    option_widget=CheckboxInput())
 
-    FIELDS = ("model", "display_name", "context_limit", "compression_threshold", "options", "enabled")
+    FIELDS = ("model", "display_name", "context_limit", "compression_threshold", "options", "enabled", "access",
+              "group_ids")
+
+    def values(self) -> dict:
+        """The fields as the service takes them. The group checkboxes count only under "Only
+        members of": boxes left checked while "Everyone" is chosen are not sent."""
+        values = {name: getattr(self, name).data for name in self.FIELDS}
+        if values["access"] != "groups":
+            values["group_ids"] = []
+        return values
 
 
 class ModelConfigCreateForm(ModelConfigEditForm):

@@ -1,6 +1,7 @@
-"""Admin pages for chat model configs (SPEC sections 6 and 8): list, create, edit, set default,
-delete behind a confirmation. Views are thin: each calls the model configs service and renders
-or redirects; service errors appear next to their fields."""
+"""Admin pages for chat model configs (SPEC sections 6, 8 and 9): list (with who can use each),
+create, edit (with "Who can use it: Everyone / Only members of" and a checkbox per group), set
+default, delete behind a confirmation. Views are thin: each calls the model configs service and
+renders or redirects; service errors appear next to their fields."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from app.admin.model_config_forms import ModelConfigCreateForm, ModelConfigEditF
 from app.errors import DomainError, InvalidInput, NotFound
 from app.models import AIProvider, ChatModelConfig
 from app.pages import EmptyForm, admin_required, apply_error, choices, confirmed_post, current_actor, or_404, page_args
+from app.services import access as access_rules
+from app.services import groups as group_service
 from app.services import model_configs as service
 from app.services.base import Page
 from app.services.providers import TYPE_LABELS
@@ -31,7 +34,9 @@ def list_model_configs():
     page = page_args(per_page=50)
     rows, total = service.list_configs_with_providers(Page(limit=page.per_page, offset=page.offset))
     page.total = total
-    items = [{"config": c, "provider": p, "provider_label": _provider_label(c, p)} for c, p in rows]
+    groups = access_rules.groups_by_config([c.id for c, _ in rows if c.access == "groups"])
+    items = [{"config": c, "provider": p, "provider_label": _provider_label(c, p), "groups": groups.get(c.id, [])}
+             for c, p in rows]
     return render_template("admin/model_configs/list.html", items=items, total=total, page=page,
                            action_form=EmptyForm())
 
@@ -45,8 +50,9 @@ def create_model_config():
     form.ai_provider_id.choices = choices(
         [("", "Choose a provider…")]
         + [(str(p.id), f"{p.display_name or p.name} · {TYPE_LABELS.get(p.type, p.type)}") for p in providers])
+    _group_choices(form)
     if form.validate_on_submit():
-        fields = {name: getattr(form, name).data for name in ModelConfigCreateForm.FIELDS}
+        fields = form.values()
         try:
             config = service.create_config(current_actor(), **fields)
         except DomainError as error:
@@ -65,9 +71,11 @@ def create_model_config():
 def edit_model_config(config_id: str):
     """GET shows the form filled in; POST saves what changed. The provider cannot change. :raise 404:"""
     config, provider = or_404(service.get_config_with_provider, config_id)
-    form = ModelConfigEditForm(obj=config)
+    current_groups = service.group_ids_by_config([config]).get(config.id, [])
+    form = ModelConfigEditForm(obj=config, group_ids=[str(g) for g in current_groups])
+    _group_choices(form)
     if form.validate_on_submit():
-        changes = {name: getattr(form, name).data for name in ModelConfigEditForm.FIELDS}
+        changes = form.values()
         try:
             service.update_config(current_actor(), config.id, changes)
         except NotFound:
@@ -80,6 +88,11 @@ def edit_model_config(config_id: str):
     status = 400 if form.is_submitted() else 200
     return render_template("admin/model_configs/form.html", form=form, config=config,
                            provider_label=_provider_label(config, provider), has_providers=True), status
+
+
+def _group_choices(form: ModelConfigEditForm) -> None:
+    """A checkbox per group, by name."""
+    form.group_ids.choices = choices([(str(g.id), g.display_name or g.name) for g in group_service.all_groups()])
 
 
 @bp.route("/model-configs/<config_id>/default", methods=["POST"])

@@ -1,4 +1,5 @@
-"""JSON routes for chat model configs, key resolution and credential hand-outs (SPEC section 6)."""
+"""JSON routes for chat model configs, key resolution and credential hand-outs (SPEC sections 6
+and 9). Who may use a config (`access`, `group_ids`) is part of every config answer."""
 
 from __future__ import annotations
 
@@ -12,53 +13,65 @@ from app.api.schemas import CredentialsReport, CredentialsRequest, ModelConfigCr
 from app.api.serializers import credentials_dict, model_config_dict, resolution_dict
 from app.api.util import listing, page_from_args, parse_body, try_parse_body
 from app.errors import DomainError
+from app.models import ChatModelConfig
 from app.services import key_health
 from app.services import model_configs as service
 from app.services import resolution as resolution_service
+
+
+def _answers(configs: list[ChatModelConfig]) -> list[dict]:
+    """The configs as answered, with their groups (read in at most one query)."""
+    group_ids = service.group_ids_by_config(configs)
+    return [model_config_dict(c, group_ids) for c in configs]
 
 
 @bp.get("/model-configs")
 @access("user")
 @doc("List model configs", responses={200: list[out.ModelConfig]}, paged=True)
 def list_model_configs():
-    """Admins: every live config. Members: the enabled set."""
+    """Admins: every live config, with who may use it. Members: their enabled set."""
     configs, total = service.list_visible(actor(), page_from_args())
-    return listing([model_config_dict(c) for c in configs], total)
+    return listing(_answers(configs), total)
 
 
 @bp.get("/model-configs/enabled")
 @access("user")
 @doc("List the enabled model configs", responses={200: list[out.ModelConfig]}, paged=True)
 def list_enabled_model_configs():
-    """The enabled set: the configs chat users may pick now, the default first."""
-    configs, total = service.list_enabled(page_from_args())
-    return listing([model_config_dict(c) for c in configs], total)
+    """The caller's enabled set: the configs they may pick now (admins too use only the configs
+    open to them), the default first."""
+    configs, total = service.list_enabled(actor().user_id, page_from_args())
+    return listing(_answers(configs), total)
 
 
 @bp.post("/model-configs")
 @access("admin")
 @doc("Create a model config", body=ModelConfigCreate, responses={201: out.ModelConfig}, errors=(404, 409))
 def create_model_config():
+    """`access` (default `everyone`) and `group_ids` say who may use it. :raise 400: a bad field,
+    "Invalid model access.", "Group not found." :raise 404: unknown provider. :raise 409: duplicate."""
     body, sent = parse_body(ModelConfigCreate)
     config = service.create_config(actor(), **{f: getattr(body, f) for f in sent})
-    return jsonify(model_config_dict(config)), 201
+    return jsonify(_answers([config])[0]), 201
 
 
 @bp.get("/model-configs/<config_id>")
 @access("user")
 @doc("Get a model config", responses={200: out.ModelConfig})
 def get_model_config(config_id: str):
-    """Admins: any live config. Members: a config of the enabled set. :raise 404:"""
-    return jsonify(model_config_dict(service.get_visible(actor(), config_id)))
+    """Admins: any live config. Members: a config of their enabled set. :raise 404:"""
+    return jsonify(_answers([service.get_visible(actor(), config_id)])[0])
 
 
 @bp.patch("/model-configs/<config_id>")
 @access("admin")
 @doc("Update a model config", body=ModelConfigUpdate, responses={200: out.ModelConfig}, errors=(409,))
 def update_model_config(config_id: str):
+    """Change the fields sent. `group_ids` alone replaces the groups of a config open to groups;
+    `access: "everyone"` clears them. :raise 400: :raise 404: :raise 409:"""
     body, sent = parse_body(ModelConfigUpdate)
     config = service.update_config(actor(), config_id, {f: getattr(body, f) for f in sent})
-    return jsonify(model_config_dict(config))
+    return jsonify(_answers([config])[0])
 
 
 @bp.delete("/model-configs/<config_id>")
@@ -73,7 +86,8 @@ def delete_model_config(config_id: str):
 @access("user")
 @doc("Resolve a model config for the caller", responses={200: out.Resolution})
 def get_model_config_resolution(config_id: str):
-    """Which provider, base URL and whose key would serve the caller; never the key itself."""
+    """Which provider, base URL and whose key would serve the caller; never the key itself. A
+    config the caller may not use: `available: false`, `reason: "model_not_allowed"`."""
     return jsonify(resolution_dict(resolution_service.resolve(actor().user, config_id)))
 
 
@@ -85,9 +99,10 @@ def hand_out_credentials():
     """Service tokens only: the resolution for a user plus the key in plaintext. Every call is
     audited, refused ones included: the body is parsed inside the audited transaction.
 
-    `api_key` is null when no key is available, and for a legacy AWS Bedrock provider served by
-    its central credential (`key_source: "provider"`): Bedrock uses the AWS credentials
-    configured in the chat backend.
+    `api_key` is null when no key is available (a user who may not use the config gets the
+    resolution `model_not_allowed`, audited with that reason), and for a legacy AWS Bedrock
+    provider served by its central credential (`key_source: "provider"`): Bedrock uses the AWS
+    credentials configured in the chat backend.
 
     :raise 400: a bad body or malformed id. :raise 404: unknown or deactivated user, unknown
     config. :raise 409: the stored key cannot be decrypted with the configured keys.

@@ -68,6 +68,7 @@ TAGS = {
     "providers": "AI providers",
     "user_keys": "User keys (BYOK)",
     "model_configs": "Model configs and credentials",
+    "groups": "Groups",
     "key_tests": "Key tests and model discovery",
     "legacy": "Legacy chat providers",
     "audit": "Audit log",

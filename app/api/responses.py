@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from app.models import KEY_POLICIES, PROVIDER_TYPES, ROLES, TEST_RESULTS
+from app.models import ACCESS_MODES, KEY_POLICIES, MEMBER_SOURCES, PROVIDER_TYPES, ROLES, TEST_RESULTS
 from app.services.resolution import KEY_SOURCES, REASONS
 
 ProviderType = Literal[PROVIDER_TYPES]  # type: ignore[valid-type]
@@ -26,6 +26,8 @@ KeyPolicy = Literal[KEY_POLICIES]  # type: ignore[valid-type]
 Role = Literal[ROLES]  # type: ignore[valid-type]
 KeySource = Literal[KEY_SOURCES]  # type: ignore[valid-type]
 Reason = Literal[REASONS]  # type: ignore[valid-type]
+MemberSource = Literal[MEMBER_SOURCES]  # type: ignore[valid-type]
+Access = Literal[ACCESS_MODES]  # type: ignore[valid-type]
 # SPEC section 6a: what a key test (or a report) can find.
 KeyTestOutcome = Literal[TEST_RESULTS]  # type: ignore[valid-type]
 
@@ -109,8 +111,29 @@ class ModelConfig(Out):
     context_limit: int
     compression_threshold: int
     options: dict[str, Any]
+    access: Access = Field(description="`everyone`, or `groups`: only members of the groups in `group_ids` "
+                                       "(none: no one) may use it.")
+    group_ids: list[uuid.UUID] = Field(description="Ordered by group name; `[]` when `access` is `everyone`.")
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class Group(Out):
+    id: uuid.UUID
+    name: str
+    display_name: str = Field(description="Falls back to `name` when none was set.")
+    member_count: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class GroupMember(Out):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    source: MemberSource = Field(description="`manual`: added by an administrator; `sso`: by the identity "
+                                             "provider's groups claim, at sign-in.")
+    added_at: Timestamp
 
 
 class ResolutionProvider(Out):

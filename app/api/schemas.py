@@ -57,6 +57,9 @@ class _ModelConfigFields(Body):
     context_limit: Any = None
     compression_threshold: Any = None
     options: Any = None
+    # Untyped too, so a bad value gets the service's "Invalid model access." naming the field.
+    access: Any = None
+    group_ids: Any = None
 
 
 class ModelConfigCreate(_ModelConfigFields):
@@ -65,6 +68,19 @@ class ModelConfigCreate(_ModelConfigFields):
 
 
 class ModelConfigUpdate(_ModelConfigFields):
+    pass
+
+
+class _GroupFields(Body):
+    name: str | None = None
+    display_name: str | None = None
+
+
+class GroupCreate(_GroupFields):
+    pass
+
+
+class GroupUpdate(_GroupFields):
     pass
 
 

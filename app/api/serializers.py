@@ -3,9 +3,12 @@ are in app/api/responses.py; in TESTING each answer is checked against them)."""
 
 from __future__ import annotations
 
+import uuid
+
 from app.api.util import timestamp
-from app.models import AIProvider, AIProviderKey, AuditEvent, ChatModelConfig, ChatProvider
+from app.models import AIProvider, AIProviderKey, AuditEvent, ChatModelConfig, ChatProvider, Group
 from app.services import legacy
+from app.services.groups import GroupFacts, Member
 from app.services.providers import ProviderFacts, byok_enabled
 from app.services.resolution import Handout, Resolution
 from app.services.user_keys import UserKeyConfig
@@ -51,7 +54,8 @@ def key_dict(key: AIProviderKey) -> dict:
     }
 
 
-def model_config_dict(config: ChatModelConfig) -> dict:
+def model_config_dict(config: ChatModelConfig, group_ids: dict[uuid.UUID, list[uuid.UUID]]) -> dict:
+    """`group_ids`: the groups of the configs open to groups (`model_configs.group_ids_by_config`)."""
     return {
         "id": str(config.id),
         "ai_provider_id": str(config.ai_provider_id) if config.ai_provider_id else None,
@@ -63,8 +67,31 @@ def model_config_dict(config: ChatModelConfig) -> dict:
         "context_limit": config.context_limit,
         "compression_threshold": config.compression_threshold,
         "options": config.options,
+        "access": config.access,
+        "group_ids": [str(g) for g in group_ids.get(config.id, [])] if config.access == "groups" else [],
         "created_at": timestamp(config.created_at),
         "updated_at": timestamp(config.updated_at),
+    }
+
+
+def group_dict(group: Group, facts: GroupFacts) -> dict:
+    return {
+        "id": str(group.id),
+        "name": group.name,
+        "display_name": group.display_name or group.name,
+        "member_count": facts.member_count,
+        "created_at": timestamp(group.created_at),
+        "updated_at": timestamp(group.updated_at),
+    }
+
+
+def member_dict(member: Member) -> dict:
+    return {
+        "user_id": str(member.user_id),
+        "email": member.email,
+        "name": member.name,
+        "source": member.source,
+        "added_at": timestamp(member.added_at),
     }
 
 

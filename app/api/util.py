@@ -20,11 +20,14 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def parse_body(schema: type[M]) -> tuple[M, set[str]]:
+def parse_body(schema: type[M], *, optional: bool = False) -> tuple[M, set[str]]:
     """Validate the JSON body against `schema`; returns the model and the fields that were sent.
+    With `optional`, no body at all is the schema's defaults (routes whose body may be left out).
 
     :raise InvalidInput: not a JSON object, an unknown field, or a field of the wrong type.
     """
+    if optional and not request.get_data(cache=True):
+        return schema(), set()
     if not request.data:  # empty, or a form (Werkzeug parses those into request.form)
         raise InvalidInput("Request body must be valid JSON.")
     try:

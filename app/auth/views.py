@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth import bp
@@ -16,8 +16,13 @@ from app.services import users as user_service
 
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
-    """Create the first administrator. :raise 404: once any user exists."""
-    if user_service.has_users():
+    """Create the first administrator.
+
+    :raise 404: once any user exists, or when PASSWORD_LOGIN is false (a password administrator
+        could not sign in: the first one comes from OIDC_ADMIN_GROUP, or from the CLI's
+        `users create --admin`, linked at their first SSO sign-in).
+    """
+    if user_service.has_users() or not current_app.config["PASSWORD_LOGIN"]:
         abort(404)
     form = SetupForm()
     status = 200
@@ -40,11 +45,15 @@ def setup():
 def login():
     """Sign in; failures count against the per-IP and per-email limits (see `app/ratelimits.py`).
 
-    `next` is followed only when it is a path of this app; anything else lands on `/`.
+    `next` is followed only when it is a path of this app; anything else lands on `/`. With
+    PASSWORD_LOGIN=false the page shows only the SSO button. :raise 404: a POST then.
     """
+    password_login = current_app.config["PASSWORD_LOGIN"]
+    if request.method == "POST" and not password_login:
+        abort(404)
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next")))
-    if not user_service.has_users():
+    if not user_service.has_users() and password_login:
         return redirect(url_for("auth.setup"))
     form = LoginForm()
     status = 200

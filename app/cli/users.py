@@ -5,7 +5,7 @@ from app.errors import DomainError
 from app.services import users as user_service
 from app.services.base import Actor
 
-users = AppGroup("users", help="Create and deactivate users.")
+users = AppGroup("users", help="Create and deactivate users, and change their role.")
 
 
 @users.command("create")
@@ -35,3 +35,16 @@ def deactivate(email: str) -> None:
     except DomainError as error:
         raise click.ClickException(error.message) from None
     click.echo(f"Deactivated {user.email}.")
+
+
+@users.command("set-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["admin", "member"]))
+def set_role(email: str, role: str) -> None:
+    """Change a user's role (their sessions end); never the last active administrator's."""
+    try:
+        user = user_service.get_user_by_email(email)
+        user = user_service.set_role(Actor.system(), user.id, role)
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"{user.email} is now {'an administrator' if user.role == 'admin' else 'a member'}.")

@@ -14,6 +14,7 @@ from app.models.providers import (
     AIProviderKey,
     UserAIProviderKey,
 )
+from app.models.sso import UserIdentity
 from app.models.users import ROLES, ApiToken, User, UserSession
 
 __all__ = [
@@ -37,5 +38,6 @@ __all__ = [
     "User",
     "UserAIProviderKey",
     "UserChatProviderKey",
+    "UserIdentity",
     "UserSession",
 ]

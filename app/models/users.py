@@ -18,7 +18,8 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
     email: Mapped[str] = mapped_column(sa.String(254), unique=True)
     name: Mapped[str] = mapped_column(sa.String(128), default="")
-    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    # None for a user made by single sign-on: no password can ever match (see passwords.verify_password).
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
     role: Mapped[str] = mapped_column(sa.String(16), default="member")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -142,7 +142,7 @@ def lock_active_user(user_id: uuid.UUID) -> None:
     writes something the user owns (their provider keys).
 
     `FOR NO KEY UPDATE` on PostgreSQL: it serialises one user's writes and conflicts with the
-    `FOR UPDATE` that `deactivate_user` takes, so a write racing a deactivation either comes
+    same lock that `deactivate_user` takes, so a write racing a deactivation either comes
     first (and the deactivation deletes what it wrote) or waits and then finds the user inactive
     (401), never leaving something behind. Foreign-key checks from other tables (audit events,
     sessions) stay free. SQLite's immediate write transaction already serialises writers.

@@ -1,6 +1,6 @@
 """The statements every part of model configs builds on: a live config, the order lists are
-shown in, and the enabled set (SPEC section 6), defined once for the lists, resolution, the
-/models page and default promotion."""
+shown in, and the enabled set (SPEC sections 6 and 9), defined once for the lists, resolution,
+the /models page and default promotion."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import uuid
 import sqlalchemy as sa
 
 from app.models import AIProvider, ChatModelConfig, ChatProvider
+from app.services.access import usable_by
 
 
 def live(config_id: uuid.UUID) -> sa.Select:
@@ -45,7 +46,9 @@ def in_enabled_set() -> sa.ColumnElement[bool]:
     return sa.and_(ChatModelConfig.deleted.is_(False), ChatModelConfig.enabled.is_(True), sa.or_(backed, legacy))
 
 
-def enabled_set_query() -> sa.Select:
-    """The enabled set as ONE statement selecting (config, AI provider, legacy chat provider),
-    default first, then by name, model and id."""
-    return ordered(with_providers(sa.select(ChatModelConfig, AIProvider, ChatProvider)).where(in_enabled_set()))
+def enabled_set_query(user_id: uuid.UUID | None) -> sa.Select:
+    """A user's enabled set as ONE statement selecting (config, AI provider, legacy chat
+    provider), default first, then by name, model and id: the configs of the enabled set that
+    the user may use (`access.usable_by`; admins included, None: only configs open to everyone)."""
+    stmt = with_providers(sa.select(ChatModelConfig, AIProvider, ChatProvider))
+    return ordered(stmt.where(in_enabled_set(), usable_by(user_id)))

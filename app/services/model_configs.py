@@ -1,4 +1,4 @@
-"""Chat model configs (SPEC section 6): list, create, edit, delete, and the enabled set.
+"""Chat model configs (SPEC sections 6 and 9): list, create, edit, delete, and the enabled set.
 
 Every rule of a model config lives here; the JSON API and the admin pages call these functions
 and map the errors they raise. The default model's mechanics (switching under locks, promotion)
@@ -9,6 +9,8 @@ are `app.services.default_model`; the statements lists and resolution share are
   `is_default: false` on the current default is refused (400 "A default model is required while
   configs exist."); make another config the default instead.
 - A disabled config may stay (or become) the default: the admin decides.
+- Who may use a config (`access`, `group_ids`) follows the rules of `app.services.access`; the
+  enabled set of a user holds only the configs they may use, admins included.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import PROVIDER_TYPES, AIProvider, ChatModelConfig, ChatProvider
+from app.services import access as access_rules
 from app.services import audit
 from app.services.base import Actor, Page, count, flush_unique, lock_one, parse_uuid, transaction
 from app.services.config_queries import enabled_set_query, live, ordered
@@ -46,7 +49,8 @@ OPTIONS_MAX_BYTES = 65536
 DEFAULT_CONTEXT_LIMIT = 128000
 DEFAULT_COMPRESSION_THRESHOLD = 70
 
-UPDATABLE = ("model", "display_name", "enabled", "is_default", "context_limit", "compression_threshold", "options")
+UPDATABLE = ("model", "display_name", "enabled", "is_default", "context_limit", "compression_threshold", "options",
+             "access", "group_ids")
 IMMUTABLE = ("ai_provider_id", "provider")
 
 
@@ -115,6 +119,8 @@ _CLEANERS = {
     "context_limit": clean_context_limit,
     "compression_threshold": clean_compression_threshold,
     "options": clean_options,
+    "access": access_rules.clean_access,
+    "group_ids": access_rules.clean_group_ids,
 }
 
 
@@ -174,37 +180,44 @@ def list_configs_with_providers(page: Page = Page()) -> tuple[list[tuple[ChatMod
     return [(c, p) for c, p in db.session.execute(page.apply(ordered(stmt)))], total
 
 
-def enabled_set(page: Page = Page()) -> tuple[list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]], int]:
-    """The enabled set with each config's provider row: two statements (count and page)."""
-    stmt = enabled_set_query()
+def enabled_set(user_id: uuid.UUID | None, page: Page = Page()) -> tuple[
+        list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]], int]:
+    """A user's enabled set with each config's provider row: two statements (count and page)."""
+    stmt = enabled_set_query(user_id)
     total = count(stmt)
     rows = db.session.execute(page.apply(stmt)).all()
     return [(c, p, lp) for c, p, lp in rows], total
 
 
-def list_enabled(page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
-    """The configs of the enabled set (what members see)."""
-    rows, total = enabled_set(page)
+def list_enabled(user_id: uuid.UUID | None, page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
+    """The configs of a user's enabled set: the ones they may pick now (admins included)."""
+    rows, total = enabled_set(user_id, page)
     return [c for c, _, _ in rows], total
 
 
 def list_visible(actor: Actor, page: Page = Page()) -> tuple[list[ChatModelConfig], int]:
-    """Admins: every live config. Everyone else: the enabled set."""
-    return list_configs(page) if actor.is_admin else list_enabled(page)
+    """Admins: every live config (they manage them all). Everyone else: their enabled set."""
+    return list_configs(page) if actor.is_admin else list_enabled(actor.user_id, page)
 
 
 def get_visible(actor: Actor, config_id: Any) -> ChatModelConfig:
-    """Admins: any live config. Everyone else: a config of the enabled set.
+    """Admins: any live config. Everyone else: a config of their enabled set (one they may not
+    use is as unknown to them as a deleted one).
 
     :raise NotFound: "Chat model config not found."
     """
     cid = parse_uuid(config_id)
     if actor.is_admin:
         return get_config(cid)
-    row = db.session.execute(enabled_set_query().where(ChatModelConfig.id == cid)).first()
+    row = db.session.execute(enabled_set_query(actor.user_id).where(ChatModelConfig.id == cid)).first()
     if row is None:
         raise NotFound(CONFIG_NOT_FOUND)
     return row[0]
+
+
+def group_ids_by_config(configs: list[ChatModelConfig]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The groups (ids, by group name) of the configs open only to groups, in at most one query."""
+    return access_rules.group_ids_by_config([c.id for c in configs if c.access == "groups"])
 
 
 def selectable_providers() -> list[AIProvider]:
@@ -230,9 +243,14 @@ def create_config(
     context_limit: Any = None,
     compression_threshold: Any = None,
     options: Any = None,
+    access: Any = None,
+    group_ids: Any = None,
 ) -> ChatModelConfig:
     """Add a chat model config on a live, enabled AI provider (read under a shared row lock in
     this transaction, so a concurrent provider deletion cannot leave a live config behind).
+    `access` (default `everyone`) and `group_ids` say who may use it (`app.services.access`); the
+    groups named are read under a shared row lock too, so a concurrent group deletion cannot
+    leave an access row behind.
 
     Without `ai_provider_id`, a `provider` type that has a legacy chat provider creates a legacy
     config (a disabled one: 400 "Provider is disabled."). `provider`, when sent with an AI
@@ -243,10 +261,12 @@ def create_config(
     required.", unless the legacy case above) and well formed; then, inside the transaction
     under the shared lock, the provider live (404 "AI provider not found."), enabled (400 "AI
     provider is disabled.") and of the `provider` type sent; only then the field rules (model,
-    display name, limits, options) and the duplicate check (409).
+    display name, limits, options, access) and the duplicate check (409); then the groups named
+    (400 "Group not found.").
 
     :raise InvalidInput: "AI provider ID is required.", "AI provider is disabled.",
-        "Model is required.", a bad field. :raise NotFound: "AI provider not found."
+        "Model is required.", "Invalid model access.", "Group not found.", a bad field.
+    :raise NotFound: "AI provider not found."
     :raise Conflict: "Chat model config already exists." (same model on the same provider).
     """
     pid = None if ai_provider_id in (None, "") else parse_uuid(
@@ -257,27 +277,32 @@ def create_config(
                 "compression_threshold": compression_threshold, "options": options}
         fields = {"model": clean_model(model), **{f: _CLEANERS[f](v) for f, v in sent.items() if v is not None}}
         wants_default = False if is_default is None else clean_bool("is_default")(is_default)
-        config = insert_config(actor, pid, provider_type, fields, wants_default=wants_default)
+        who = access_rules.access_change(access=access, group_ids=[] if group_ids is None else group_ids)
+        config = insert_config(actor, pid, provider_type, fields, wants_default=wants_default, who=who)
     return config
 
 
 def insert_config(actor: Actor, provider_id: uuid.UUID | None, provider_type: str, fields: dict[str, Any], *,
-                  wants_default: bool = False) -> ChatModelConfig:
+                  wants_default: bool = False, who: access_rules.AccessChange | None = None) -> ChatModelConfig:
     """Add a config of cleaned `fields` (`model` required; the others take DEFAULTS) on a provider
-    the caller has checked and share-locked, in the current transaction: it becomes the default
-    when `wants_default` or when there is none. Audited. Flushes only.
+    the caller has checked and share-locked, in the current transaction, open to `who` (everyone
+    by default): it becomes the default when `wants_default` or when there is none. Audited.
+    Flushes only.
 
-    :raise Conflict: "Chat model config already exists."
+    :raise Conflict: "Chat model config already exists." :raise InvalidInput: "Group not found."
     """
+    who = who or access_rules.access_change(access=None, group_ids=[])
     config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=provider_id, provider=provider_type, is_default=False,
-                             created_by=actor.user_id, updated_by=actor.user_id, **{**DEFAULTS, **fields})
+                             access=who.access, created_by=actor.user_id, updated_by=actor.user_id,
+                             **{**DEFAULTS, **fields})
     db.session.add(config)
     _flush_or_conflict()  # before the default mutex: a duplicate waits on the index, holding no mutex
+    who_changed = access_rules.write_access(config, who, created=True)
     serialize_default_changes()
     make_default(config.id, only_if_missing=not wants_default)
     audit.record(actor, "model_config.create", "chat_model_config", config.id, ai_provider_id=provider_id,
                  provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
-                 legacy=provider_id is None)
+                 legacy=provider_id is None, **who_changed)
     return config
 
 
@@ -311,10 +336,13 @@ def _lock_provider(pid: uuid.UUID | None, provider: Any) -> str:
 
 def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> ChatModelConfig:
     """Change any of model, display name, enabled, is_default, context limit, compression
-    threshold and options, with the row locked. `is_default: true` unsets the previous default in
-    the same transaction; `is_default: false` on the default is refused.
+    threshold, options, access and group_ids, with the row locked. `is_default: true` unsets the
+    previous default in the same transaction; `is_default: false` on the default is refused.
+    `group_ids` alone replaces the list of a config open to groups (and is refused for one open
+    to everyone); `access: "everyone"` clears the list (see `access.access_change`).
 
-    :raise InvalidInput: an unknown or immutable field, a bad value, or DEFAULT_REQUIRED.
+    :raise InvalidInput: an unknown or immutable field, a bad value, DEFAULT_REQUIRED,
+        "Invalid model access." or "Group not found."
     :raise NotFound: "Chat model config not found." :raise Conflict: the model is taken, or the
         default kept changing under a concurrent switch.
     """
@@ -332,11 +360,12 @@ def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> Chat
 def apply_config_update(actor: Actor, config_id: uuid.UUID, cleaned: dict[str, Any]) -> ChatModelConfig:
     """`update_config` with cleaned changes, inside the caller's transaction (flushes only).
 
-    :raise InvalidInput: DEFAULT_REQUIRED. :raise NotFound: :raise Conflict:
+    :raise InvalidInput: DEFAULT_REQUIRED, "Group not found." :raise NotFound: :raise Conflict:
     """
     cid = config_id
     cleaned = dict(cleaned)
     wants_default = cleaned.pop("is_default", None)
+    who = {f: cleaned.pop(f) for f in ("access", "group_ids") if f in cleaned}
     became_default = False
     if wants_default:
         # The switch comes first so its locks are taken in the one order every default
@@ -351,6 +380,9 @@ def apply_config_update(actor: Actor, config_id: uuid.UUID, cleaned: dict[str, A
     changed = {f: v for f, v in cleaned.items() if getattr(config, f) != v}
     for field, value in changed.items():
         setattr(config, field, value)
+    access_change = access_rules.access_change(**who, current=config.access)
+    if access_change is not None:
+        changed.update(access_rules.write_access(config, access_change))
     if changed or became_default:
         config.updated_at = utcnow()
         config.updated_by = actor.user_id

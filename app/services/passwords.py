@@ -38,7 +38,12 @@ def needs_rehash(password_hash: str) -> bool:
         return True
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether `password` matches. A user made by single sign-on has no hash: nothing matches, in
+    the time a real check takes, so such an account looks like any other at the sign-in form."""
+    if password_hash is None:
+        burn_time(password)
+        return False
     try:
         return hasher().verify(password_hash, password)
     except (VerificationError, InvalidHashError):

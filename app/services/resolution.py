@@ -6,6 +6,9 @@ ONE code path decides, for every caller: `resolve` (one config, the resolution r
 
 Rules, in order:
 
+0. the user may not use the config (SPEC section 9, `access.usable_by`) -> `model_not_allowed`,
+   with no provider, base URL or key source: a config that is not open to them tells them
+   nothing about where it runs;
 1. the config is disabled (or deleted) -> `model_disabled`;
 2. its provider is disabled, deleted or (legacy) missing -> `provider_disabled`;
 3. the key policy (a legacy provider's credential flags map to one, `legacy_key_policy`):
@@ -57,16 +60,17 @@ from app.models import (
     UserChatProviderKey,
 )
 from app.services import audit, secrets
+from app.services.access import usable_by
 from app.services.base import Actor, byok_allowed, parse_uuid, transaction
 from app.services.config_queries import enabled_set_query
 from app.services.key_health import is_failing
 from app.services.legacy import central_key_available, display_name
-from app.services.model_configs import CONFIG_NOT_FOUND, get_config
+from app.services.model_configs import CONFIG_NOT_FOUND
 from app.services.provider_keys import serving_keys
 
 KEY_SOURCES = ("user", "provider")
 REASONS = ("user_api_key_required", "missing_api_key", "byok_disabled", "provider_disabled", "model_disabled",
-           "provider_keys_failing")
+           "provider_keys_failing", "model_not_allowed")
 USER_NOT_FOUND = "User not found."
 # The same answer as a key test of an unreadable key (app.services.key_testing).
 UNREADABLE_KEY = "The stored key could not be decrypted."
@@ -152,13 +156,26 @@ def resolve(user: User | None, model_config_id: Any) -> Resolution:
 
     :raise InvalidInput: malformed id. :raise NotFound: "Chat model config not found."
     """
-    return resolve_many(user, [get_config(model_config_id)])[0]
+    config, allowed = _config_for(user.id if user is not None else None, parse_uuid(model_config_id))
+    if config is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    return resolve_many(user, [config], allowed={config.id} if allowed else set())[0]
 
 
-def resolve_many(user: User | None, configs: list[ChatModelConfig]) -> list[Resolution]:
-    """Resolutions for many configs, in their order, in at most 6 queries whatever their number."""
-    ai_ids = {c.ai_provider_id for c in configs if c.ai_provider_id is not None}
-    legacy_types = {c.provider for c in configs if c.ai_provider_id is None}
+def _config_for(user_id: uuid.UUID | None, config_id: uuid.UUID) -> tuple[ChatModelConfig | None, bool]:
+    """A live config and whether the user may use it, in one query."""
+    row = db.session.execute(
+        sa.select(ChatModelConfig, usable_by(user_id))
+        .where(ChatModelConfig.id == config_id, ChatModelConfig.deleted.is_(False))
+    ).first()
+    return (row[0], bool(row[1])) if row is not None else (None, False)
+
+
+def resolve_many(user: User | None, configs: list[ChatModelConfig], *, allowed: set[uuid.UUID]) -> list[Resolution]:
+    """Resolutions for many configs, in their order, in at most 6 queries whatever their number.
+    `allowed` holds the configs the user may use (the others resolve as `model_not_allowed`)."""
+    ai_ids = {c.ai_provider_id for c in configs if c.ai_provider_id is not None and c.id in allowed}
+    legacy_types = {c.provider for c in configs if c.ai_provider_id is None and c.id in allowed}
     providers = {}
     if ai_ids:
         providers = {p.id: p for p in db.session.execute(
@@ -169,22 +186,26 @@ def resolve_many(user: User | None, configs: list[ChatModelConfig]) -> list[Reso
             sa.select(ChatProvider).where(ChatProvider.provider.in_(legacy_types))).scalars()}
     rows = [(c, providers.get(c.ai_provider_id), legacy.get(c.provider) if c.ai_provider_id is None else None)
             for c in configs]
-    return _resolve_rows(user, rows)
+    return _resolve_rows(user, rows, allowed)
 
 
 def models_for(user: User) -> list[tuple[ChatModelConfig, Resolution]]:
-    """The enabled set, each config with its resolution for `user`, in at most 4 queries."""
-    rows = [(c, p, lp) for c, p, lp in db.session.execute(enabled_set_query())]
-    return list(zip([c for c, _, _ in rows], _resolve_rows(user, rows), strict=True))
+    """The user's enabled set (only configs they may use), each config with its resolution for
+    them, in at most 4 queries."""
+    rows = [(c, p, lp) for c, p, lp in db.session.execute(enabled_set_query(user.id))]
+    return list(zip([c for c, _, _ in rows], _resolve_rows(user, rows, {c.id for c, _, _ in rows}), strict=True))
 
 
 def _resolve_rows(
-    user: User | None, rows: list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]]
+    user: User | None, rows: list[tuple[ChatModelConfig, AIProvider | None, ChatProvider | None]],
+    allowed: set[uuid.UUID],
 ) -> list[Resolution]:
     """Resolve (config, AI provider, legacy provider) rows; loads the keys in at most 3 queries.
+    Configs not in `allowed` are `model_not_allowed`, and nothing is loaded for them.
 
     A failing key (key health) is passed over: a provider is served by its oldest key that is not
     failing, and a failing user key counts as absent."""
+    rows = [(c, p, lp) if c.id in allowed else (c, None, None) for c, p, lp in rows]
     byok = byok_allowed()
     serving = {p.id for _, p, _ in rows if p is not None and not p.deleted and p.enabled}
     serving_legacy = {lp.id for c, _, lp in rows if c.ai_provider_id is None and lp is not None and lp.enabled}
@@ -202,6 +223,9 @@ def _resolve_rows(
                                                      UserChatProviderKey.chat_provider_id.in_(serving_legacy))).scalars()}
     results = []
     for config, provider, legacy in rows:
+        if config.id not in allowed:
+            results.append(Resolution(config.id, None, None, None, False, "model_not_allowed"))
+            continue
         if config.ai_provider_id is not None:
             ref = _ai_ref(provider)
             usable = provider is not None and provider.id in serving
@@ -267,6 +291,8 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> Ha
 
     `ask` is (user_id, model_config_id) as the request sent them, or the error that parsing the
     request body raised: that refusal is audited like any other, with reason "invalid_request".
+    A user who may not use the config (SPEC section 9) gets its resolution, `model_not_allowed`,
+    with no key (a 200, audited with that reason); the check is one EXISTS in the config's query.
 
     Every call writes a `credentials.hand_out` audit event (user id, config id, key_source,
     available and reason; never the key), refused calls included: a refusal is recorded with
@@ -296,15 +322,13 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> Ha
             refused, reason = error, "invalid_request"
         if refused is None:
             user = db.session.execute(sa.select(User).where(User.id == uid)).scalar_one_or_none()
-            config = db.session.execute(
-                sa.select(ChatModelConfig).where(ChatModelConfig.id == cid, ChatModelConfig.deleted.is_(False))
-            ).scalar_one_or_none()
+            config, allowed = _config_for(uid, cid)
             if user is None or not user.active:
                 refused, reason = NotFound(USER_NOT_FOUND), "user_not_found"
             elif config is None:
                 refused, reason = NotFound(CONFIG_NOT_FOUND), "config_not_found"
             else:
-                resolution = resolve_many(user, [config])[0]
+                resolution = resolve_many(user, [config], allowed={config.id} if allowed else set())[0]
                 if resolution.available:
                     try:
                         api_key = _open_key(resolution.key_row)

@@ -15,7 +15,7 @@ from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, Validation
 from app.extensions import db
 from app.models import ApiToken, User, UserAIProviderKey, UserChatProviderKey, UserSession
-from app.services import audit
+from app.services import audit, groups
 from app.services.base import Actor, Page, count, transaction
 from app.services.passwords import (
     MAX_LENGTH,
@@ -164,6 +164,15 @@ def _open_session(user: User) -> str:
     return session_id
 
 
+def start_session(user: User) -> str:
+    """Sign `user` in, inside the caller's transaction (the user's row locked): their ended
+    sessions are removed and a new one is opened; returns its id for the cookie. Every way of
+    signing in (password, single sign-on) goes through here."""
+    db.session.execute(sa.delete(UserSession).where(UserSession.user_id == user.id,
+                                                    UserSession.created_at < _session_cutoff()))
+    return _open_session(user)
+
+
 def _record_failed_sign_in(actor: Actor, user_id: uuid.UUID | None, email: str) -> None:
     """Audit a failed sign-in (inside the caller's transaction): the account when the input named
     one, else the input only when it has the shape of an email, so that a password typed into the
@@ -203,9 +212,7 @@ def sign_in(email: str, password: str, actor: Actor) -> User | None:
                 return None
             if new_hash is not None:
                 user.password_hash = new_hash
-            db.session.execute(sa.delete(UserSession).where(UserSession.user_id == user.id,
-                                                            UserSession.created_at < _session_cutoff()))
-            session_id = _open_session(user)
+            session_id = start_session(user)
             audit.record(Actor.for_user(user, request_id=actor.request_id, ip=actor.ip), "auth.login", "user", user.id)
         user.current_session_id = session_id
         return user
@@ -273,7 +280,7 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> str:
     raise wrong
 
 
-def _locked_active_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
+def lock_user_and_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
     """Lock the target user and every active administrator in one statement, in id order, and
     return (the target, how many active administrators there are).
 
@@ -282,12 +289,19 @@ def _locked_active_admins(user_id: uuid.UUID) -> tuple[User | None, int]:
     rows in opposite orders); the counted rows stay locked until commit, so the two cannot both
     see another administrator and leave none. (SQLite: the write transaction already holds the
     database lock from its BEGIN IMMEDIATE.)
+
+    `FOR NO KEY UPDATE`, not `FOR UPDATE`: it still conflicts with every other lock taken on a
+    user row to change it (this one, `lock_active_user`, sign-in) or to keep it as it is while
+    writing something of theirs (FOR SHARE: adding a group member), but not with the KEY SHARE
+    locks of foreign-key checks. An administrator's change that touches the target's rows
+    (a membership) and then records its audit event (a foreign key to the administrator's own
+    row) would otherwise wait for us while we wait for it: a deadlock.
     """
     rows = db.session.execute(
         sa.select(User)
         .where(sa.or_(User.id == user_id, sa.and_(User.role == "admin", User.active)))
         .order_by(User.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).scalars().all()
     target = next((u for u in rows if u.id == user_id), None)
     return target, sum(1 for u in rows if u.role == "admin" and u.active)
@@ -300,29 +314,40 @@ def set_role(actor: Actor, user_id: uuid.UUID, role: str) -> User:
     :raise Conflict: the last active administrator would lose the role.
     """
     with transaction():
-        user, admins = _locked_active_admins(user_id)
+        user, admins = lock_user_and_admins(user_id)
         if user is None:
             raise NotFound("User not found.")
         if role not in ("admin", "member"):
             raise InvalidInput("Invalid role.", validations=[Validation("role", "Choose admin or member.")])
-        if user.role != role:
-            if user.role == "admin" and user.active and admins <= 1:
-                raise Conflict("The last administrator cannot lose that role.")
-            user.role = role
-            _end_sessions(user.id)
-            audit.record(actor, "user.role_change", "user", user.id, role=role)
+        change_role(actor, user, role, admins)
     return user
 
 
+def change_role(actor: Actor, user: User, role: str, active_admins: int) -> None:
+    """Give `user` the role `role` inside the caller's transaction, where `lock_user_and_admins`
+    locked the user and counted `active_admins`. Their sessions end so the new role applies at once.
+
+    :raise Conflict: the last active administrator would lose the role (nothing is changed).
+    """
+    if user.role == role:
+        return
+    if user.role == "admin" and user.active and active_admins <= 1:
+        raise Conflict("The last administrator cannot lose that role.")
+    user.role = role
+    _end_sessions(user.id)
+    audit.record(actor, "user.role_change", "user", user.id, role=role)
+
+
 def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
-    """Soft-delete a user: sessions and tokens stop at once, and their BYOK keys are deleted,
-    all in one transaction.
+    """Soft-delete a user: sessions and tokens stop at once, their BYOK keys are deleted and
+    their group memberships removed (each audited as `group.member_remove`), all in one
+    transaction.
 
     :raise NotFound: no such user. :raise Conflict: the last active administrator, or the actor
         themselves (an administrator cannot lock themselves out by mistake).
     """
     with transaction():
-        user, admins = _locked_active_admins(user_id)
+        user, admins = lock_user_and_admins(user_id)
         if user is None:
             raise NotFound("User not found.")
         if not user.active:
@@ -340,7 +365,9 @@ def deactivate_user(actor: Actor, user_id: uuid.UUID) -> User:
         removed_keys = 0
         for model in (UserAIProviderKey, UserChatProviderKey):
             removed_keys += db.session.execute(sa.delete(model).where(model.user_id == user.id)).rowcount
-        audit.record(actor, "user.deactivate", "user", user.id, email=user.email, deleted_user_keys=removed_keys)
+        removed_groups = groups.remove_user_from_all(actor, user, reason="user_deactivated")
+        audit.record(actor, "user.deactivate", "user", user.id, email=user.email, deleted_user_keys=removed_keys,
+                     removed_group_memberships=removed_groups)
     return user
 
 

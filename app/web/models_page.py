@@ -38,6 +38,8 @@ def explain(resolution: Resolution) -> str:
             return f"{provider} is turned off by an administrator."
         case "model_disabled":
             return "An administrator turned this model off."
+        case "model_not_allowed":
+            return "This model is open only to members of some groups. Ask an administrator."
     return "This model is not available right now."
 
 
@@ -55,7 +57,8 @@ def _day(moment) -> str:
 @bp.route("/models")
 @login_required
 def models():
-    """Every model of the enabled set with its resolution for the signed-in user."""
+    """Every model of the signed-in user's enabled set (only models open to them) with its
+    resolution for them."""
     rows = models_for(current_user._get_current_object())
     usable = [(c, r, note(r)) for c, r in rows if r.available]
     blocked = [(c, r, explain(r)) for c, r in rows if not r.available]

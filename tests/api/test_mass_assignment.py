@@ -152,6 +152,8 @@ def _labels(world: World, call: Call) -> dict[str, str]:
         labels[objects["token_id"]] = "member A's token"
     if "user_id" in objects:
         labels[objects["user_id"]] = "user to deactivate"
+    if "group" in objects:
+        labels[objects["group"]["id"]] = "group"
     labels[INJECTED_ID] = "INJECTED"
     return labels
 

@@ -73,7 +73,7 @@ def test_create_answers_every_field_and_the_first_config_becomes_default(admin_a
     assert response.status_code == 201
     body = response.get_json()
     assert set(body) == {"id", "ai_provider_id", "provider", "model", "display_name", "enabled", "is_default",
-                         "context_limit", "compression_threshold", "options", "created_at", "updated_at"}
+                         "context_limit", "compression_threshold", "options", "access", "group_ids", "created_at", "updated_at"}
     assert body["ai_provider_id"] == provider_id
     assert body["provider"] == "openai"
     assert body["model"] == "gpt-4o"

@@ -139,7 +139,7 @@ def test_response_models_carry_the_fields_of_the_spec():
                                                    "byok_enabled", "hint", "last_tested_at", "last_test_result"}
     assert set(out.ModelConfig.model_fields) == {"id", "ai_provider_id", "provider", "model", "display_name", "enabled",
                                                  "is_default", "context_limit", "compression_threshold", "options",
-                                                 "created_at", "updated_at"}
+                                                 "access", "group_ids", "created_at", "updated_at"}
     assert set(out.Resolution.model_fields) == {"model_config_id", "provider", "base_url", "key_source", "available",
                                                 "reason"}
     assert set(out.Credentials.model_fields) == set(out.Resolution.model_fields) | {"key_id", "api_key"}
@@ -149,6 +149,8 @@ def test_response_models_carry_the_fields_of_the_spec():
         "allow_user_api_key", "allow_central_api_key_fallback", "created_at", "updated_at"}
     assert set(out.UserProviderConfig.model_fields) == {"provider_id", "provider", "display_name", "has_user_api_key",
                                                         "has_central_api_key_fallback"}
+    assert set(out.Group.model_fields) == {"id", "name", "display_name", "member_count", "created_at", "updated_at"}
+    assert set(out.GroupMember.model_fields) == {"user_id", "email", "name", "source", "added_at"}
 
 
 def test_key_test_results_are_the_services_results():

@@ -365,7 +365,7 @@ def test_resolve_many_matches_resolve(app, member):
     with app.app_context():
         configs, _ = model_configs.list_configs()
         by_id = {c.id: c for c in configs}
-        batch = resolve_many(member, [by_id[i] for i in ids])
+        batch = resolve_many(member, [by_id[i] for i in ids], allowed=set(by_id))
         single = [resolve(member, i) for i in ids]
     assert batch == single
     assert [(r.key_source, r.reason) for r in batch] == [

@@ -108,9 +108,10 @@ def no_network(monkeypatch):
 
 
 def seed(app) -> dict:
-    """Users, tokens, providers with canary keys, model configs, user keys and a legacy provider."""
+    """Users, tokens, providers with canary keys, model configs, user keys, a legacy provider and
+    groups (one with the member in it)."""
     from app.extensions import db
-    from app.services import legacy, model_configs, provider_keys, providers, user_keys
+    from app.services import groups, legacy, model_configs, provider_keys, providers, user_keys
     from app.services.base import Actor
     from app.services.secrets import check_keys_against_database
     from tests.support import make_token, make_user, new_key
@@ -147,6 +148,9 @@ def seed(app) -> dict:
                                       api_key=key("legacy"))
         legacy.set_user_key(Actor.for_user(db.session.get(type(member), member.id)), chat.id, key("legacy-user"))
         legacy_id = str(chat.id)
+        team = groups.create_group(system, name="team", display_name="The team")
+        groups.add_member(system, team.id, member.id)
+        group_ids = [str(team.id), str(groups.create_group(system, name="empty").id)]
     return {
         "tokens": {"admin": make_token(app, admin), "member": make_token(app, member),
                    "service": make_token(app, admin, service=True), "anonymous": None},
@@ -155,6 +159,7 @@ def seed(app) -> dict:
         "key_ids": key_ids,
         "config_ids": config_ids,
         "legacy_id": legacy_id,
+        "group_ids": group_ids,
         "keys": keys,
     }
 
@@ -172,6 +177,10 @@ def seeded_paths(operation, data: dict) -> list[dict]:
         return [{"provider_id": pid} for pid in ids]
     if names == {"config_id"}:
         return [{"config_id": cid} for cid in data["config_ids"]]
+    if names == {"group_id"}:
+        return [{"group_id": gid} for gid in data["group_ids"]]
+    if names == {"group_id", "user_id"}:
+        return [{"group_id": gid, "user_id": uid} for gid in data["group_ids"] for uid in data["user_ids"]]
     return []
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support import PASSWORD, Api, login, make_user
+from tests.support import PASSWORD, Api, login, make_token, make_user
 
 
 def invoke(runner, *args, **kw):
@@ -113,3 +113,37 @@ def test_tokens_create_refuses_unknown_and_deactivated_users(app, runner, admin)
     assert gone.exit_code != 0
     assert "User is deactivated." in gone.output
     assert "sb_" not in gone.stdout
+
+
+def test_users_set_role(app, runner, admin, member):
+    browser = app.test_client()
+    login(browser, member.email)
+    assert browser.get("/admin/groups").status_code == 403
+
+    result = invoke(runner, "users", "set-role", "Member@Example.com", "admin")
+    assert result.exit_code == 0, result.output
+    assert "member@example.com is now an administrator." in result.output
+    assert browser.get("/admin/groups").headers["Location"].startswith("/login")  # their sessions ended
+    login(browser, member.email)
+    assert browser.get("/admin/groups").status_code == 200
+
+    back = invoke(runner, "users", "set-role", member.email, "member")
+    assert back.exit_code == 0, back.output
+    assert "member@example.com is now a member." in back.output
+
+
+def test_users_set_role_refuses_the_last_admin_an_unknown_email_and_a_bad_role(app, runner, admin):
+    last = invoke(runner, "users", "set-role", admin.email, "member")
+    assert last.exit_code == 1
+    assert "The last administrator cannot lose that role." in last.output
+    assert login(app.test_client(), admin.email).status_code == 302
+    me = Api(app.test_client(), make_token(app, admin)).get("/me").get_json()
+    assert me["role"] == "admin"
+
+    unknown = invoke(runner, "users", "set-role", "nobody@example.com", "admin")
+    assert unknown.exit_code == 1
+    assert "User not found." in unknown.output
+
+    bad = invoke(runner, "users", "set-role", admin.email, "owner")
+    assert bad.exit_code != 0
+    assert "'owner' is not one of 'admin', 'member'" in bad.output

@@ -106,7 +106,7 @@ def observe(app, seeded: Seeded, byok: bool = True) -> dict:
     app.config["ALLOW_BYOK"] = byok
     try:
         with app.app_context():
-            enabled = [c.id for c in model_configs.list_enabled()[0]]
+            enabled = [c.id for c in model_configs.list_enabled(None)[0]]
             live = db.session.execute(
                 sa.select(ChatModelConfig.id).where(ChatModelConfig.deleted.is_(False)).order_by(ChatModelConfig.id)
             ).scalars().all()

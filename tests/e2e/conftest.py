@@ -3,6 +3,9 @@
 - `server` (package: gone once the browser tests are done): creates `<TEST_DATABASE_URL database>_e2e`, applies the migrations with
   `flask --app wsgi db upgrade` and serves `wsgi:app` with gunicorn on a free port, configured as
   in production (SWITCHBOARD_ENV=production) except for plain-HTTP cookies.
+- `sso_server` (package, started only by the tests that use it): a second gunicorn on the same
+  database with single sign-on at the run's OpenID provider process (`oidc_provider`); its tabs
+  come from `sso_web`.
 - `browser` (package): Debian's Chromium (/usr/bin/chromium) through Playwright.
 - Every test starts from an empty database (the server keeps running) and gets `web`, which
   opens watched tabs: each console error, uncaught page error and Content-Security-Policy
@@ -43,6 +46,8 @@ ARTIFACTS = Path(PROJECT_ROOT) / "test-artifacts"
 _APP_VARIABLES = ("DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEYS", "REDIS_URL", "ALLOW_BYOK", "SWITCHBOARD_ENV",
                   "SWITCHBOARD_INSTANCE_PATH", "SESSION_COOKIE_SECURE", "PRIVATE_BASE_URL_ALLOWLIST", "FLASK_APP",
                   "FLASK_DEBUG", "TEST_DATABASE_URL")
+_SSO_VARIABLES = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_SCOPES", "OIDC_GROUPS_CLAIM",
+                  "OIDC_ADMIN_GROUP", "OIDC_ALLOWED_EMAIL_DOMAINS", "PASSWORD_LOGIN")
 
 
 def e2e_database_url() -> str:
@@ -109,6 +114,24 @@ def server():
         pytest.skip("browser tests run in the PostgreSQL half of the suite")
     url = e2e_database_url()
     recreate_database(url)
+    with _gunicorn(url) as running:
+        yield running
+
+
+@pytest.fixture(scope="package")
+def sso_server(server, oidc_provider):
+    """A second server on the same database, with single sign-on at the run's OpenID provider
+    (tests/support/oidc.py) and the password form still on."""
+    with _gunicorn(server.database_url, migrate=False, OIDC_ISSUER=oidc_provider.url,
+                   OIDC_CLIENT_ID="switchboard", OIDC_CLIENT_SECRET="e2e-client-secret",
+                   OIDC_GROUPS_CLAIM="groups", OIDC_ADMIN_GROUP="switchboard-admins") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _gunicorn(url: str, migrate: bool = True, **settings: str):
+    """gunicorn serving wsgi:app on a free port, configured as in production (plain-HTTP cookies
+    aside), with `settings` added to its environment."""
     instance = Path(tempfile.mkdtemp(prefix="switchboard-e2e-"))
     env = {k: v for k, v in os.environ.items() if k not in _APP_VARIABLES}
     env.update({
@@ -116,10 +139,13 @@ def server():
         "SESSION_COOKIE_SECURE": "false", "SWITCHBOARD_INSTANCE_PATH": str(instance), "REDIS_URL": "",
         # Loopback is allowed so that provider calls can reach tests/support/stub_provider.py.
         "ALLOW_BYOK": "true", "PRIVATE_BASE_URL_ALLOWLIST": "127.0.0.1", "PYTHONPATH": PROJECT_ROOT,
+        # No single sign-on unless asked for (a developer's .env must not switch it on).
+        **{name: "" for name in _SSO_VARIABLES}, **settings,
     })
-    migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT,
-                             env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    if migrate:
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
     port = _free_port()
     log_path = instance / "server.log"
     with open(log_path, "wb") as log:
@@ -251,6 +277,19 @@ def findings() -> Findings:
 def web(browser, server, findings):
     """Watched tabs on an empty database; fails the test on any console error, page error, CSP
     violation or key that reached a page, a response or the server log."""
+    with watched(browser, server, findings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sso_web(browser, sso_server, findings):
+    """`web`, on the server with single sign-on."""
+    with watched(browser, sso_server, findings) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def watched(browser, server: Server, findings: Findings):
     empty_tables(server.database_url)
     log_start = server.log_path.stat().st_size
     opened = Web(browser, server, findings)

@@ -181,19 +181,23 @@ _FOCUSABLE = """
   return els.map((el, i) => {
     el.setAttribute('data-e2e-focus', String(i));
     const name = (el.getAttribute('aria-label') || el.textContent || el.value || el.name || '').trim().slice(0, 40);
-    return `${el.tagName.toLowerCase()} "${name}"`;
+    // A group of radio buttons is one tab stop (the arrow keys move within it).
+    const group = el.type === 'radio' && el.name ? `${el.form ? el.form.action : ''} ${el.name}` : null;
+    return {label: `${el.tagName.toLowerCase()} "${name}"`, group};
   });
 }
 """
 
 
 def unreachable_by_keyboard(page: Page) -> list[str]:
-    """Press Tab through the page; return the visible controls focus never reached."""
+    """Press Tab through the page; return the visible controls focus never reached (a radio
+    button counts as reached when Tab reached its group: browsers stop once per group)."""
     controls = page.evaluate(_FOCUSABLE)
     for _ in range(len(controls) + 3):
         page.keyboard.press("Tab")
     reached = set(page.evaluate("[...window.__e2eFocused]"))
-    return [c for i, c in enumerate(controls) if i not in reached]
+    groups = {c["group"] for i, c in enumerate(controls) if i in reached and c["group"]}
+    return [c["label"] for i, c in enumerate(controls) if i not in reached and c["group"] not in groups]
 
 
 _UNLABELLED = """

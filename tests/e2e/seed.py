@@ -101,14 +101,40 @@ def seed_catalogue(api: Api) -> dict:
     return providers
 
 
+def add_member(admin, group_id: str, email: str) -> None:
+    """Add a user to a group on the group's page, by email."""
+    admin.goto(f"/admin/groups/{group_id}")
+    admin.fill("Email", email)
+    admin.press("Add member")
+    assert "is a member of" in admin.flash(), admin.flash()
+
+
+def seed_groups(api: Api) -> dict:
+    """Two groups: Research (Claude Sonnet 4 is open only to it) and Support (GPT-4o (EU) is open
+    only to it). Returns the groups by name, each with the id of its model (`config_id`)."""
+    groups = {spec["name"]: api.ok("POST", "/groups", spec) for spec in (
+        {"name": "research", "display_name": "Research"}, {"name": "support", "display_name": "Support desk"})}
+    configs = {c["display_name"]: c for c in api.ok("GET", "/model-configs")}
+    for config, group in (("Claude Sonnet 4", "research"), ("GPT-4o (EU)", "support")):
+        api.ok("PATCH", f"/model-configs/{configs[config]['id']}", {"access": "groups",
+                                                                     "group_ids": [groups[group]["id"]]})
+        groups[group]["config_id"] = configs[config]["id"]
+    return groups
+
+
 def seed_everything(web, server, admin=None):
     """The full picture the accessibility pass and the screenshots look at: an admin, a member
-    with a key of their own, a deactivated user, providers, models and a legacy provider.
-    Returns (admin tab, member tab, providers by name)."""
+    with a key of their own, a deactivated user, providers, models, a legacy provider and two
+    groups (the member in one of them, a model open only to each). Returns (admin tab, member
+    tab, providers by name, groups by name)."""
     admin = admin or set_up_admin(web)
-    providers = seed_catalogue(Api(server.url, create_token(admin, "Provisioning script")))
+    api = Api(server.url, create_token(admin, "Provisioning script"))
+    providers = seed_catalogue(api)
+    groups = seed_groups(api)
     create_user(admin, MEMBER, "Mel Member")
     create_user(admin, OTHER, "Bo Other")
+    add_member(admin, groups["research"]["id"], MEMBER)
+    add_member(admin, groups["research"]["id"], ADMIN)
     admin.goto("/admin/users")
     admin.follow("Deactivate…", within=admin.row(OTHER))
     admin.press("Deactivate user")
@@ -119,4 +145,4 @@ def seed_everything(web, server, admin=None):
     member.fill("API key", new_key("member"), within=openai)
     member.press("Save key", within=openai)
     assert "was saved" in member.flash(), member.flash()
-    return admin, member, providers
+    return admin, member, providers, groups

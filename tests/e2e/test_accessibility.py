@@ -93,12 +93,14 @@ def test_every_page_is_accessible_by_axe_keyboard_and_labels(web, server, axe_so
     for name, path in [("providers, empty", "/admin/providers"), ("model configs, empty", "/admin/model-configs"),
                        ("model config new, no provider", "/admin/model-configs/new"),
                        ("legacy providers, empty", "/admin/legacy-providers"), ("models, empty", "/models"),
+                       ("groups, empty", "/admin/groups"),
                        ("settings keys, empty", "/settings/keys"), ("settings tokens, empty", "/settings/tokens")]:
         audit(name, tab, path)
 
     # A full one.
-    admin, member, providers = seed_everything(web, server, admin=tab)
+    admin, member, providers, groups = seed_everything(web, server, admin=tab)
     openai = providers["openai"]["id"]
+    research = groups["research"]["id"]
     audit("providers", admin, "/admin/providers")
     audit("provider new", admin, "/admin/providers/new")
     admin.fill("Name", "Not A Name")
@@ -129,6 +131,19 @@ def test_every_page_is_accessible_by_axe_keyboard_and_labels(web, server, axe_so
     admin.follow("Delete…", within=admin.row("Gemini (legacy)"))
     audit("legacy provider delete confirmation", admin)
     audit("legacy migration confirmation", admin, "/admin/legacy-providers/migrate")
+    audit("groups", admin, "/admin/groups")
+    audit("group new", admin, "/admin/groups/new")
+    admin.fill("Name", "Not A Name")
+    admin.press("Create group", status=400)
+    audit("group new, with errors", admin)
+    audit("group detail", admin, f"/admin/groups/{research}")
+    admin.fill("Email", "nobody@example.com")
+    admin.press("Add member", status=400)
+    audit("group detail, with errors", admin)
+    admin.follow("Remove…", within=admin.row(MEMBER))
+    audit("group member remove confirmation", admin)
+    audit("group edit", admin, f"/admin/groups/{research}/edit")
+    audit("group delete confirmation", admin, f"/admin/groups/{research}/delete")
     audit("users", admin, "/admin/users")
     admin.follow("Deactivate…", within=admin.row(MEMBER))
     audit("user deactivate confirmation", admin)

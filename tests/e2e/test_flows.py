@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.seed import ADMIN, MEMBER, create_token, create_user, set_up_admin
+from tests.e2e.seed import ADMIN, MEMBER, Api, create_token, create_user, set_up_admin
 from tests.support import API, PASSWORD, new_key
 from tests.support.stub_provider import StubProvider
 
@@ -49,7 +49,7 @@ def test_first_run_setup_creates_the_administrator_then_disappears(web):
     tab.sign_in(ADMIN)
     assert tab.heading() == "Hello, Ada Admin"
     nav = tab.page.get_by_role("navigation", name="Main")
-    for name in ("Models", "Settings", "Providers", "Model configs", "Legacy", "Users", "Audit log"):
+    for name in ("Models", "Settings", "Providers", "Model configs", "Legacy", "Groups", "Users", "Audit log"):
         assert nav.get_by_role("link", name=name, exact=True).is_visible(), name
     tab.goto("/setup", status=404)
     tab.press("Sign out")
@@ -161,6 +161,78 @@ def test_provider_keys_models_and_a_members_own_key(web):
     assert "GPT-4" not in member.text()
     member.goto("/settings/keys")
     assert "No provider accepts your own key" in member.text()
+
+
+def test_a_model_open_only_to_a_group(web, server):
+    admin = set_up_admin(web)
+    api = Api(server.url, create_token(admin, "Provisioning script"))
+    provider = api.ok("POST", "/ai-providers", {"type": "anthropic", "name": "anthropic", "display_name": "Anthropic"})
+    api.ok("POST", f"/ai-providers/{provider['id']}/keys", {"api_key": new_key("group-flow")})
+    for model, name in [("claude-sonnet-4", "Claude Sonnet 4"), ("claude-opus-4", "Claude Opus 4")]:
+        api.ok("POST", "/model-configs", {"ai_provider_id": provider["id"], "model": model, "display_name": name})
+    create_user(admin, MEMBER, "Mel Member")
+
+    # The admin makes a group...
+    admin.follow("Groups")
+    assert "No groups yet" in admin.text()
+    admin.follow("Add your first group")
+    admin.fill("Name", "research")
+    admin.fill("Display name", "Research")
+    admin.press("Create group")
+    assert "Group research created." in admin.flash()
+    assert "No members yet" in admin.text()
+
+    # ...and opens the expensive model only to its members.
+    admin.follow("Model configs")
+    assert "Everyone" in admin.row("Claude Opus 4").inner_text()
+    admin.follow("Edit", within=admin.row("Claude Opus 4"))
+    admin.tick("Only members of")
+    admin.tick("Research")
+    admin.press("Save changes")
+    assert "Changes saved." in admin.flash()
+    assert "Members of Research" in admin.row("Claude Opus 4").inner_text()
+
+    # A member outside the group no longer sees it...
+    member = web.tab()
+    member.sign_in(MEMBER)
+    member.follow("Models")
+    assert member.row("Claude Sonnet 4").get_by_text("Shared key", exact=True).is_visible()
+    assert "Claude Opus 4" not in member.text()
+
+    # ...until the admin adds them by email: then they do.
+    admin.follow("Groups")
+    admin.follow("Members", within=admin.row("research"))
+    admin.fill("Email", "nobody@example.com")
+    admin.press("Add member", status=400)
+    assert admin.field_error("Email") == "No active user has this email."
+    admin.fill("Email", MEMBER)
+    admin.press("Add member")
+    assert f"{MEMBER} is a member of research." in admin.flash()
+    assert admin.row(MEMBER).get_by_text("Manual", exact=True).is_visible()
+    member.goto("/models")
+    assert member.row("Claude Opus 4").get_by_text("Shared key", exact=True).is_visible()
+
+    # Removing them asks first; the confirmation alone changes nothing.
+    admin.follow("Remove…", within=admin.row(MEMBER))
+    assert admin.heading() == "Remove Mel Member from Research?"
+    member.goto("/models")
+    assert member.row("Claude Opus 4")
+    admin.press("Remove member")
+    assert "Removed from research." in admin.flash()
+    member.goto("/models")
+    assert "Claude Opus 4" not in member.text()
+
+    # Deleting the group names the model it leaves open to no one, which stays closed.
+    admin.follow("Delete group…")
+    assert admin.heading() == "Delete Research?"
+    assert "1 model will be open to no one" in admin.text()
+    assert "Claude Opus 4" in admin.page.locator(".closed-configs").inner_text()
+    admin.press("Delete group")
+    assert "Group research deleted. 1 model open to it alone is now open to no one." in admin.flash()
+    admin.follow("Model configs")
+    assert "No one" in admin.row("Claude Opus 4").inner_text()
+    member.goto("/models")
+    assert "Claude Opus 4" not in member.text()
 
 
 def _me(base_url: str, token: str) -> int:

@@ -4,8 +4,8 @@ ending is server-side (the session row is gone, a copied cookie is refused by pa
 a password change renews the session id of the browser that made it, nothing from before sign-in
 carries over, and session ids are random and stored only as hashes.
 
-There is no page or command that changes a role; `users.set_role` is the service any future one
-will call, so it is tested directly.
+Role changes go through `users.set_role`, the service behind the users page's role form and
+`flask users set-role` (both tested in tests/pages/test_groups_pages.py and tests/cli).
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 # Settings a subprocess must not inherit from the test run (or the developer's shell).
 _APP_VARIABLES = ("DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEYS", "REDIS_URL", "ALLOW_BYOK", "KEY_MAX_AGE_DAYS", "SWITCHBOARD_ENV",
                   "SWITCHBOARD_INSTANCE_PATH", "SESSION_COOKIE_SECURE", "PRIVATE_BASE_URL_ALLOWLIST", "FLASK_APP",
-                  "FLASK_DEBUG", "TEST_DATABASE_URL")
+                  "FLASK_DEBUG", "TEST_DATABASE_URL", "OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET",
+                  "OIDC_SCOPES", "OIDC_GROUPS_CLAIM", "OIDC_ADMIN_GROUP", "OIDC_ALLOWED_EMAIL_DOMAINS", "PASSWORD_LOGIN")
 
 
 def flask_cli(*args: str, env: dict[str, str], cwd: str = PROJECT_ROOT, timeout: int = 120):

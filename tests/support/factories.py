@@ -65,3 +65,49 @@ def stored_key(app, user, provider_id: str):
             UserAIProviderKey.user_id == user.id, UserAIProviderKey.ai_provider_id == uuid.UUID(provider_id))
         ).scalar_one()
         return row.id, row.created_at, row.updated_at, row.hint, open_secret(row)
+
+
+def make_config(app, provider_id: str, model: str, **fields) -> str:
+    """A model config on an AI provider, made through the service; its id."""
+    from app.services import model_configs
+    from app.services.base import Actor
+
+    with app.app_context():
+        return str(model_configs.create_config(Actor.system("test"), ai_provider_id=provider_id, model=model,
+                                               **fields).id)
+
+
+def make_group(app, name: str, members=(), display_name: str = "") -> str:
+    """A group with these users as manual members, made through the service; its id."""
+    from app.services import groups
+    from app.services.base import Actor
+
+    with app.app_context():
+        group = groups.create_group(Actor.system("test"), name=name, display_name=display_name)
+        for user in members:
+            groups.add_member(Actor.system("test"), group.id, user.id)
+        return str(group.id)
+
+
+def restrict_config(app, config_id: str, group_ids) -> None:
+    """Open a model config only to these groups (none: to no one), through the service."""
+    from app.services import model_configs
+    from app.services.base import Actor
+
+    with app.app_context():
+        model_configs.update_config(Actor.system("test"), config_id,
+                                    {"access": "groups", "group_ids": [str(g) for g in group_ids]})
+
+
+def audit_events(app, action: str) -> list[dict]:
+    """Audit events whose action is `action`, or starts with it when it ends with a dot; oldest first."""
+    from app.extensions import db
+    from app.models import AuditEvent
+
+    with app.app_context():
+        stmt = sa.select(AuditEvent).order_by(AuditEvent.created_at, AuditEvent.id)
+        stmt = stmt.where(AuditEvent.action.startswith(action) if action.endswith(".") else AuditEvent.action == action)
+        events = [{"action": e.action, "resource_type": e.resource_type, "resource_id": e.resource_id,
+                   "actor_label": e.actor_label, "details": e.details} for e in db.session.execute(stmt).scalars()]
+        db.session.rollback()
+        return events
