@@ -50,6 +50,7 @@ Import rules:
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,9 @@ import yaml
 
 from app.errors import DomainError, InvalidInput
 from app.extensions import db
-from app.models import AIProvider, AIProviderKey, ChatModelConfig
+from app.models import AIProvider, AIProviderKey, ChatModelConfig, Group
+from app.services import access as access_rules
+from app.services import groups as group_rules
 from app.services import model_configs, provider_keys, providers
 from app.services.base import Actor
 
@@ -67,7 +70,8 @@ VERSION = 1
 TOP_LEVEL = ("version", "groups", "providers", "model_configs")
 PROVIDER_FIELDS = ("name", "type", "display_name", "enabled", "base_url", "key_policy", "api_key_env")
 CONFIG_FIELDS = ("provider", "model", "display_name", "enabled", "is_default", "context_limit",
-                 "compression_threshold", "options")
+                 "compression_threshold", "options", "access", "groups")
+GROUP_FIELDS = ("name", "display_name")
 UPDATED = ("display_name", "enabled", "context_limit", "compression_threshold", "options")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 ACTOR_LABEL = "cli config import"
@@ -246,6 +250,14 @@ class ImportResult:
 
 
 @dataclass
+class _GroupPlan:
+    name: str
+    change: Change
+    fields: dict[str, Any]  # cleaned; on update only those that change
+    row_id: Any = None
+
+
+@dataclass
 class _ProviderPlan:
     entry: Entry
     name: str
@@ -266,6 +278,8 @@ class _ConfigPlan:
     wants_default: bool | None = None  # as the file says
     make_default: bool = False  # becomes the default now
     row: Any = None  # the existing config's compared columns
+    access: str | None = None  # as the file says (None: not said)
+    groups: list[str] | None = None  # group names, as the file says (None: not said)
 
 
 class _Checker:
@@ -358,13 +372,14 @@ def _check_top_level(doc: Any, check: _Checker) -> bool:
     version = doc.get("version")
     if version != VERSION or isinstance(version, bool):
         check.problem("file", "version", doc.lines.get("version", doc.line), f"Must be {VERSION}.")
-    groups = doc.get("groups")
-    if groups:  # groups are not in this version of Switchboard yet
-        check.problem("groups", None, doc.lines.get("groups"), "Groups are not supported by this version.")
     return not check.result.problems
 
 
 def _plan(doc: Entry, environ: Mapping[str, str], prune: bool, check: _Checker) -> dict[str, Any]:
+    group_entries = list(_entries(doc, "groups", "group", check))
+    live_groups = {g.name: g for g in db.session.execute(
+        sa.select(Group).order_by(Group.id).with_for_update()).scalars()}
+    group_plans = _plan_groups(group_entries, live_groups, check)
     provider_entries = list(_entries(doc, "providers", "provider", check))
     config_entries = list(_entries(doc, "model_configs", "model config", check))
     named = {e.get("name").strip() for _, e in provider_entries if isinstance(e.get("name"), str)}
@@ -375,10 +390,12 @@ def _plan(doc: Entry, environ: Mapping[str, str], prune: bool, check: _Checker) 
         stmt = stmt.where(AIProvider.name.in_(sorted(named)))
     live = {p.name: p for p in db.session.execute(stmt.order_by(AIProvider.id).with_for_update()).scalars()}
     provider_plans = _plan_providers(provider_entries, live, environ, check)
-    config_plans, existing_configs = _plan_configs(config_entries, provider_plans, live, prune, check)
-    changes = [p.change for p in provider_plans.values() if p.change.verb != "error"]
+    known_groups = {**{name: g.id for name, g in live_groups.items()}, **dict.fromkeys(group_plans)}
+    config_plans, existing_configs = _plan_configs(config_entries, provider_plans, live, known_groups, prune, check)
+    changes = [g.change for g in group_plans.values() if g.change.verb != "error"]
+    changes += [p.change for p in provider_plans.values() if p.change.verb != "error"]
     changes += [c.change for c in config_plans.values()]
-    pruned_configs, pruned_providers = [], []
+    pruned_configs, pruned_providers, pruned_groups = [], [], []
     if prune:
         for (provider_name, model), config in sorted(existing_configs.items()):
             if (provider_name, model) not in config_plans:
@@ -388,8 +405,47 @@ def _plan(doc: Entry, environ: Mapping[str, str], prune: bool, check: _Checker) 
             if name not in provider_plans:
                 pruned_providers.append(provider)
                 changes.append(Change("delete", "provider", name))
-    return {"providers": provider_plans, "configs": config_plans, "changes": changes,
-            "pruned_configs": pruned_configs, "pruned_providers": pruned_providers}
+        for name, group in sorted(live_groups.items()):
+            if name not in group_plans:
+                pruned_groups.append(group.id)
+                changes.append(Change("delete", "group", name))
+    return {"groups": group_plans, "providers": provider_plans, "configs": config_plans, "changes": changes,
+            "pruned_configs": pruned_configs, "pruned_providers": pruned_providers, "pruned_groups": pruned_groups}
+
+
+def _plan_groups(entries: list[tuple[int, Entry]], live: dict[str, Group], check: _Checker) -> dict[str, _GroupPlan]:
+    plans: dict[str, _GroupPlan] = {}
+    for index, entry in entries:
+        raw_name = entry.get("name")
+        name = raw_name.strip() if isinstance(raw_name, str) else None
+        label = f"group {name}" if name else f"groups[{index}]"
+        before = len(check.result.problems)
+        _unknown_fields(entry, GROUP_FIELDS, label, check)
+        cleaned: dict[str, Any] = {}
+        for field_name, rule in (("name", group_rules.clean_name), ("display_name", group_rules.clean_display_name)):
+            if field_name in entry or field_name == "name":
+                try:
+                    cleaned[field_name] = rule(entry.get(field_name))
+                except InvalidInput as error:
+                    check.error(label, entry, error, field_name)
+        if name and name in plans:
+            check.problem(label, "name", entry.lines.get("name"), f"Listed twice (first on line {plans[name].line}).")
+        if len(check.result.problems) > before:
+            if name and name not in plans:
+                plans[name] = _GroupPlan(name, Change("error", "group", name), {})
+                plans[name].line = entry.line  # type: ignore[attr-defined]
+            continue
+        name = cleaned["name"]
+        current = live.get(name)
+        if current is None:
+            plan = _GroupPlan(name, Change("create", "group", name), cleaned)
+        else:
+            changed = {k: v for k, v in cleaned.items() if k != "name" and getattr(current, k) != v}
+            plan = _GroupPlan(name, Change("update" if changed else "unchanged", "group", name, list(changed)), changed,
+                              row_id=current.id)
+        plan.line = entry.line  # type: ignore[attr-defined]
+        plans[name] = plan
+    return plans
 
 
 def _plan_providers(entries: list[tuple[int, Entry]], live: dict[str, AIProvider], environ: Mapping[str, str],
@@ -437,6 +493,49 @@ def _plan_providers(entries: list[tuple[int, Entry]], live: dict[str, AIProvider
     return plans
 
 
+def _access_of(entry: Entry, label: str, known_groups: dict[str, Any], check: _Checker
+               ) -> tuple[str | None, list[str] | None]:
+    """`access` and `groups` (names) of a config entry, checked by the access rules of the API: a
+    mode it knows, groups that exist or are in the file, and none while access is everyone."""
+    access, names = entry.get("access"), entry.get("groups")
+    before = len(check.result.problems)
+    if access is not None:
+        try:
+            access = access_rules.clean_access(access)
+        except InvalidInput as error:
+            check.error(label, entry, error, "access")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            check.problem(label, "groups", entry.lines.get("groups"), "Must be a list of group names.")
+        else:
+            names = list(dict.fromkeys(n.strip() for n in names))
+            for name in names:
+                if name not in known_groups:
+                    check.problem(label, "groups", entry.lines.get("groups"),
+                                  f"No group named {_shown(name)} exists or is in the file.")
+    if len(check.result.problems) > before:
+        return None, None
+    return access, names
+
+
+def _check_access_combination(plan: _ConfigPlan, current_access: str | None, check: _Checker) -> None:
+    """Groups named while access is (or stays) everyone: the API's rule, with placeholder ids (the
+    names were checked already)."""
+    if plan.access is None and plan.groups is None:
+        return
+    try:
+        access_rules.access_change(access=plan.access,
+                                   group_ids=None if plan.groups is None else [str(uuid.uuid4()) for _ in plan.groups],
+                                   current=current_access)
+    except InvalidInput as error:
+        check.problem(plan.label, "groups", plan.entry.lines.get("groups", plan.entry.line),
+                      f"{error.message} {error.detail}" if error.detail else error.message)
+
+
+def _group_names_by_config(config_ids: list[Any]) -> dict[Any, list[str]]:
+    return {cid: [g.name for g in groups] for cid, groups in access_rules.groups_by_config(config_ids).items()}
+
+
 def _keys_from_environment(entry: Entry, label: str, environ: Mapping[str, str], check: _Checker) -> list[str]:
     """The keys the entry's `api_key_env` names, each checked by the key rules (never shown)."""
     names = entry.get("api_key_env")
@@ -471,13 +570,14 @@ def _fingerprints(provider_ids: list[Any]) -> dict[Any, set[str]]:
 
 
 def _plan_configs(entries: list[tuple[int, Entry]], provider_plans: dict[str, _ProviderPlan],
-                  live: dict[str, AIProvider], prune: bool, check: _Checker
+                  live: dict[str, AIProvider], known_groups: dict[str, Any], prune: bool, check: _Checker
                   ) -> tuple[dict[tuple[str, str], _ConfigPlan], dict[tuple[str, str], Any]]:
     by_id = {p.id: name for name, p in live.items()}
     existing: dict[tuple[str, str], Any] = {}
     if by_id:
         # Rows of the compared columns, not ORM objects: ten thousand configs stay light.
-        columns = [getattr(ChatModelConfig, c) for c in ("id", "ai_provider_id", "model", "is_default", *UPDATED)]
+        columns = [getattr(ChatModelConfig, c)
+                   for c in ("id", "ai_provider_id", "model", "is_default", "access", *UPDATED)]
         for config in db.session.execute(
                 sa.select(*columns).where(ChatModelConfig.deleted.is_(False),
                                           ChatModelConfig.ai_provider_id.in_(list(by_id)))):
@@ -500,7 +600,8 @@ def _plan_configs(entries: list[tuple[int, Entry]], provider_plans: dict[str, _P
         elif provider not in provider_plans and prune:
             check.problem(label, "provider", entry.lines.get("provider"),
                           f"The provider {_shown(provider)} is not in the file: --prune would delete it with its configs.")
-        sent = {k: v for k, v in entry.items() if k in CONFIG_FIELDS and k != "provider"}
+        access, group_names = _access_of(entry, label, known_groups, check)
+        sent = {k: v for k, v in entry.items() if k in CONFIG_FIELDS and k not in ("provider", "access", "groups")}
         sent.setdefault("model", None)
         cleaned, errors = model_configs.clean_fields(sent)
         for error in errors:
@@ -524,17 +625,29 @@ def _plan_configs(entries: list[tuple[int, Entry]], provider_plans: dict[str, _P
         name = f"{provider}/{model}"
         if current is None:
             plans[key] = _ConfigPlan(entry, label, provider, Change("create", "model_config", name), model,
-                                     {"model": model, **cleaned}, wants_default, make_default=bool(wants_default))
+                                     {"model": model, **cleaned}, wants_default, make_default=bool(wants_default),
+                                     access=access, groups=group_names)
         else:
             changed = {k: v for k, v in cleaned.items() if getattr(current, k) != v}
             plans[key] = _ConfigPlan(entry, label, provider, Change("update", "model_config", name), model, changed,
                                      wants_default, make_default=bool(wants_default) and not current.is_default,
-                                     row=current)
+                                     row=current, access=access, groups=group_names)
+    for plan in plans.values():
+        _check_access_combination(plan, plan.row.access if plan.row is not None else None, check)
     target = default_at[0] if default_at else None
+    current_groups = _group_names_by_config([p.row.id for p in plans.values() if p.row is not None])
     for plan in plans.values():  # what the file says of the default, for configs that exist
         if plan.row is None:
             continue
         shown = list(plan.fields)
+        if plan.access is not None and plan.access != plan.row.access:
+            shown.append("access")
+        had = current_groups.get(plan.row.id, [])
+        wanted = plan.groups if plan.groups is not None else (had if (plan.access or plan.row.access) == "groups" else [])
+        if sorted(wanted) != sorted(had):
+            shown.append("groups")
+        elif plan.groups is not None and plan.access is None:
+            plan.groups = None  # the same list: nothing to write
         if plan.make_default:
             shown.append("is_default")
         elif plan.row.is_default and target is not None and target != plan.change.name:
@@ -554,6 +667,13 @@ def _apply(actor: Actor, plan: dict[str, Any], check: _Checker) -> None:
     rule only the database can check (a duplicate) becomes the problem of its entry, and stops."""
     current = ""
     try:
+        for name, item in plan["groups"].items():
+            current = f"group {name}"
+            if item.row_id is None:
+                item.row_id = group_rules.insert_group(actor, item.fields).id
+            elif item.fields:
+                group_rules.apply_group_update(actor, item.row_id, item.fields)
+        group_ids = dict(db.session.execute(sa.select(Group.name, Group.id)).all())
         for name, item in plan["providers"].items():
             current = f"provider {name}"
             if item.row is None:
@@ -569,17 +689,23 @@ def _apply(actor: Actor, plan: dict[str, Any], check: _Checker) -> None:
             if row is None:  # a provider that exists and is not in the file
                 row = db.session.execute(sa.select(AIProvider).where(AIProvider.name == item.provider,
                                                                      AIProvider.deleted.is_(False))).scalar_one()
+            who = {**({"access": item.access} if item.access is not None else {}),
+                   **({"group_ids": [group_ids[n] for n in item.groups]} if item.groups is not None else {})}
             if item.row is None:
-                model_configs.insert_config(actor, row.id, row.type, item.fields, wants_default=item.make_default)
-            elif item.fields or item.make_default:
-                model_configs.apply_config_update(actor, item.row.id,
-                                                  {**item.fields, **({"is_default": True} if item.make_default else {})})
+                model_configs.insert_config(actor, row.id, row.type, item.fields, wants_default=item.make_default,
+                                            who=access_rules.access_change(**who))
+            elif item.fields or item.make_default or who:
+                model_configs.apply_config_update(actor, item.row.id, {
+                    **item.fields, **({"is_default": True} if item.make_default else {}), **who})
         for config in plan["pruned_configs"]:
             current = "model_config (pruned)"
             model_configs.remove_config(actor, config.id)
         for provider in plan["pruned_providers"]:
             current = f"provider {provider.name} (pruned)"
             providers.remove_provider(actor, provider.id)
+        for group_id in plan["pruned_groups"]:
+            current = "group (pruned)"
+            group_rules.remove_group(actor, group_id)
     except DomainError as error:
         check.problem(current, error.field, None, error.message)
 
@@ -594,7 +720,19 @@ def _exported_providers() -> Iterator[dict[str, Any]]:
                "base_url": p.base_url, "key_policy": p.key_policy}
 
 
+def _exported_groups() -> Iterator[dict[str, Any]]:
+    for g in db.session.execute(sa.select(Group).order_by(Group.name)).scalars():
+        yield {"name": g.name, "display_name": g.display_name}
+
+
 def _exported_configs() -> Iterator[dict[str, Any]]:
+    from app.models import ModelConfigGroup
+
+    names: dict[Any, list[str]] = {}
+    for config_id, name in db.session.execute(sa.select(ModelConfigGroup.model_config_id, Group.name)
+                                              .join(Group, Group.id == ModelConfigGroup.group_id)
+                                              .order_by(Group.name)):
+        names.setdefault(config_id, []).append(name)
     rows = db.session.execute(
         sa.select(ChatModelConfig, AIProvider.name)
         .join(AIProvider, AIProvider.id == ChatModelConfig.ai_provider_id)
@@ -603,21 +741,23 @@ def _exported_configs() -> Iterator[dict[str, Any]]:
     for c, provider_name in rows:
         yield {"provider": provider_name, "model": c.model, "display_name": c.display_name, "enabled": c.enabled,
                "is_default": c.is_default, "context_limit": c.context_limit,
-               "compression_threshold": c.compression_threshold, "options": c.options}
+               "compression_threshold": c.compression_threshold, "options": c.options, "access": c.access,
+               "groups": names.get(c.id, [])}
 
 
 def export_config() -> dict[str, Any]:
     """The configuration as a file would state it: live providers by name, their live configs by
     (provider, model); never a key, hint or ciphertext. (Legacy configs have no provider name: left out.)"""
-    return {"version": VERSION, "groups": [], "providers": list(_exported_providers()),
+    return {"version": VERSION, "groups": list(_exported_groups()), "providers": list(_exported_providers()),
             "model_configs": list(_exported_configs())}
 
 
 def export_yaml() -> Iterator[str]:
     """`export_config()` as YAML text, written entry by entry as the rows are read (memory stays
     flat whatever the number of configs): block style, keys in the file's order, unicode as is."""
-    yield f"version: {VERSION}\ngroups: []\n"
-    for key, entries in (("providers", _exported_providers()), ("model_configs", _exported_configs())):
+    yield f"version: {VERSION}\n"
+    for key, entries in (("groups", _exported_groups()), ("providers", _exported_providers()),
+                         ("model_configs", _exported_configs())):
         first = next(entries, None)
         if first is None:
             yield f"{key}: []\n"

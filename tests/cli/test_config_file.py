@@ -330,3 +330,74 @@ def test_a_config_may_name_a_provider_that_exists_but_is_not_in_the_file(app, ru
     assert pruning.exit_code == 1
     assert ("error model_config already-here/claude, provider (line 3): The provider 'already-here' is not in the "
             "file: --prune would delete it with its configs.") in pruning.stdout
+
+
+GROUPS_SAMPLE = """\
+version: 1
+groups:
+  - name: ml-team
+    display_name: ML team
+  - name: support
+providers:
+  - name: openai-main
+    type: openai
+model_configs:
+  - provider: openai-main
+    model: gpt-4o
+    access: groups
+    groups: [ml-team]
+  - provider: openai-main
+    model: gpt-4o-mini
+"""
+
+
+def test_groups_and_who_may_use_each_config(app, run, config_file, admin_api):
+    path = config_file(GROUPS_SAMPLE)
+    first = run("import", path)
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[:2] == ["create group ml-team", "create group support"]
+    assert first.stdout.splitlines()[-1] == "5 created, 0 updated, 0 unchanged, 0 errors"
+    groups = {g["name"]: g for g in admin_api.get("/groups").get_json()}
+    assert groups["ml-team"]["display_name"] == "ML team"
+    configs = {c["model"]: c for c in admin_api.get("/model-configs").get_json()}
+    assert (configs["gpt-4o"]["access"], configs["gpt-4o"]["group_ids"]) == ("groups", [groups["ml-team"]["id"]])
+    assert (configs["gpt-4o-mini"]["access"], configs["gpt-4o-mini"]["group_ids"]) == ("everyone", [])
+    assert run("import", path).stdout.splitlines()[-1] == "0 created, 0 updated, 5 unchanged, 0 errors"
+
+    widened = GROUPS_SAMPLE.replace("    groups: [ml-team]", "    groups: [ml-team, support]")
+    result = run("import", config_file(widened))
+    assert "update model_config openai-main/gpt-4o: groups" in result.stdout
+    opened = GROUPS_SAMPLE.replace("    access: groups\n    groups: [ml-team]\n", "    access: everyone\n")
+    result = run("import", config_file(opened), "--prune")
+    assert result.exit_code == 0, result.output
+    assert "update model_config openai-main/gpt-4o: access, groups" in result.stdout
+    assert admin_api.get(f"/model-configs/{configs['gpt-4o']['id']}").get_json()["access"] == "everyone"
+
+    exported = yaml.safe_load(run("export").stdout)
+    assert exported["groups"] == [{"name": "ml-team", "display_name": "ML team"}, {"name": "support", "display_name": ""}]
+    assert [(c["model"], c["access"], c["groups"]) for c in exported["model_configs"]] == [
+        ("gpt-4o", "everyone", []), ("gpt-4o-mini", "everyone", [])]
+    pruned = run("import", config_file(GROUPS_SAMPLE.replace("  - name: support\n", "")), "--prune")
+    assert pruned.exit_code == 0, pruned.output
+    assert "delete group support" in pruned.stdout
+    assert [g["name"] for g in admin_api.get("/groups").get_json()] == ["ml-team"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (GROUPS_SAMPLE.replace("groups: [ml-team]", "groups: [nobody-here]"),
+     "error model_config openai-main/gpt-4o, groups (line 13): No group named 'nobody-here' exists or is in the file."),
+    (GROUPS_SAMPLE.replace("    access: groups\n", ""),
+     "error model_config openai-main/gpt-4o, groups (line 12): Invalid model access. group_ids must be empty when "
+     "access is everyone."),
+    (GROUPS_SAMPLE.replace("access: groups", "access: some"), "error model_config openai-main/gpt-4o, access (line 12)"),
+    (GROUPS_SAMPLE.replace("  - name: support", "  - name: Support Team"),
+     "error group Support Team, name (line 5): Invalid group name."),
+    (GROUPS_SAMPLE.replace("  - name: support", "  - name: ml-team"),
+     "error group ml-team, name (line 5): Listed twice (first on line 3)."),
+])
+def test_bad_groups_and_access_are_errors(app, run, config_file, text, expected):
+    before = state(app)
+    result = run("import", config_file(text))
+    assert result.exit_code == 1, result.output
+    assert any(line.startswith(expected) for line in result.stdout.splitlines()), result.stdout
+    assert state(app) == before
