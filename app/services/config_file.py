@@ -3,7 +3,9 @@
 The file (YAML, read with PyYAML's safe loader only):
 
     version: 1
-    groups: []
+    groups:
+      - name: ml-team              # matched by name
+        display_name: ML team
     providers:
       - name: openai-main          # matched by name
         type: openai               # immutable: a different type for an existing provider is an error
@@ -21,6 +23,8 @@ The file (YAML, read with PyYAML's safe loader only):
         context_limit: 128000
         compression_threshold: 70
         options: {}
+        access: groups             # everyone (the default) or groups
+        groups: [ml-team]          # group names: existing or in the file
 
 Import rules:
 
