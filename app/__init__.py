@@ -14,7 +14,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: config -> extensions -> blueprints -> rate limits -> errors -> CLI. Never queries."""
+    """Build the app: config -> extensions -> metrics -> blueprints -> rate limits -> errors -> CLI.
+    Never queries."""
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get(
         "SWITCHBOARD_INSTANCE_PATH", str(PROJECT_ROOT / "instance")
     )
@@ -35,6 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     configure_logging(app)
     register_extensions(app)
+    register_metrics(app)
     register_blueprints(app)
     register_rate_limits(app)
     register_errorhandlers(app)
@@ -81,6 +83,13 @@ def register_extensions(app: Flask) -> None:
 
     init_login(app, login_manager)
     init_sso(app)
+
+
+def register_metrics(app: Flask) -> None:
+    """Before the blueprints: its hooks time the whole request (see app/metrics.py)."""
+    from app.metrics import init_metrics
+
+    init_metrics(app)
 
 
 def register_blueprints(app: Flask) -> None:

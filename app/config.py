@@ -145,6 +145,8 @@ def load_config(instance_path: str, test_config: dict[str, Any] | None) -> dict[
         "PRIVATE_BASE_URL_ALLOWLIST": setting("PRIVATE_BASE_URL_ALLOWLIST", "") or "",
         # Reverse proxies in front whose X-Forwarded-For gives the client address (0: none).
         "TRUSTED_PROXIES": trusted_proxies,
+        # Bearer token of GET /metrics (app/metrics.py); unset: the route answers 404.
+        "METRICS_TOKEN": (setting("METRICS_TOKEN") or "").strip() or None,
         # Sessions: signed cookies; the __Host- prefix only when the cookie is Secure.
         "SESSION_COOKIE_SECURE": cookie_secure,
         "SESSION_COOKIE_HTTPONLY": True,

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.errors import DomainError
 from app.extensions import db, login_manager
+from app.metrics import count_database_unavailable
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -130,6 +131,7 @@ def init_errors(app: Flask) -> None:
                                          request.method, request.path, type(error.orig).__name__,
                                          getattr(error.orig, "sqlstate", None), getattr(g, "request_id", None))
             else:
+                count_database_unavailable()  # not lock conflicts above: those are defects, not outages
                 current_app.logger.warning("database unavailable: %s [request_id=%s]", type(error).__name__,
                                            getattr(g, "request_id", None))
             response = error_response(503, {"message": _HTTP_MESSAGES[503]})

@@ -3,7 +3,7 @@
 The encryption-key check needs the database. When the database cannot be reached at start, the
 process still starts (so it can answer `/healthz`, and 503 with Retry-After where the database is
 needed) and the check runs before the first request that finds the database answering. Should it
-fail then, the app stays closed: every request but `/healthz` answers 503 and the reason is
+fail then, the app stays closed: every request but `/healthz` and `/metrics` answers 503 and the reason is
 logged, exactly what a failed check at start would have prevented from being served.
 """
 
@@ -18,7 +18,7 @@ from app.errors import Unavailable
 from app.extensions import db
 from app.services.secrets import StartupCheckError, check_keys_against_database
 
-ALWAYS_SERVED = frozenset(("static", "web.healthz"))
+ALWAYS_SERVED = frozenset(("static", "web.healthz", "metrics"))  # none of them reads the database
 
 
 def run_startup_checks(app: Flask) -> None:

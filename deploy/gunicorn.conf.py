@@ -5,6 +5,15 @@ deploy/serve.py adds `--bind unix:<run dir>/gunicorn.sock`: only nginx talks to 
 """
 
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, for the hooks below
+
+# Prometheus metrics across workers (app/metrics.py): with PROMETHEUS_MULTIPROC_DIR set (serve.py
+# sets a private one), `on_starting` empties it at start and `child_exit` marks an exited worker
+# dead, so every scrape shows the sums of all workers, restarted ones included.
+from app.metrics import child_exit, on_starting  # noqa: F401  (gunicorn reads hooks by name)
 
 wsgi_app = "wsgi:app"
 worker_class = "sync"

@@ -11,7 +11,8 @@ database can tell, such as rows under a key that is not configured, gunicorn's w
 they start: then the launcher ends with their message.) Then it:
 
 1. makes a private run directory (removed at exit);
-2. starts gunicorn with deploy/gunicorn.conf.py on a unix socket in it, with TRUSTED_PROXIES=1
+2. starts gunicorn with deploy/gunicorn.conf.py on a unix socket in it (metrics of all workers in
+   PROMETHEUS_MULTIPROC_DIR, a folder of the run directory unless set), with TRUSTED_PROXIES=1
    unless set (nginx is the one proxy whose X-Forwarded-For entry names the client), and waits
    until it answers /healthz; a gunicorn that cannot start (the app refusing its settings or its
    database) ends the launcher with gunicorn's message;
@@ -152,6 +153,10 @@ def main() -> int:
         run_dir.chmod(0o711)  # nginx's workers (nobody) pass through to the socket; nobody can list it
     socket_path = run_dir / "gunicorn.sock"
     env = {**os.environ, "TRUSTED_PROXIES": os.environ.get("TRUSTED_PROXIES") or "1"}
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # The workers' metrics files (app/metrics.py), private to this server and gone with it.
+        (run_dir / "metrics").mkdir(mode=0o700)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
     if not os.environ.get("REDIS_URL"):
         print("make serve: REDIS_URL is not set: each gunicorn worker keeps its own rate-limit counters",
               file=sys.stderr, flush=True)

@@ -88,6 +88,8 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("GET", f"{API}/groups/<group_id>/members"): ADMIN_API,
     ("PUT", f"{API}/groups/<group_id>/members/<user_id>"): ADMIN_API,
     ("DELETE", f"{API}/groups/<group_id>/members/<user_id>"): ADMIN_API,
+    # --- JSON API: the audit log (SPEC 11)
+    ("GET", f"{API}/audit-events"): ADMIN_API,
     # --- JSON API: the caller's own keys (SPEC 5, 6a). B and the admin have no key of their own
     # for the provider, so testing "theirs" is 404; their DELETE is 204 and leaves A's key alone.
     ("GET", f"{API}/user-ai-provider-keys"): USER_API,
@@ -107,6 +109,9 @@ MATRIX: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {
     ("GET", "/api/docs"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    # Prometheus metrics: only METRICS_TOKEN opens them (set by the `world` fixture); no session,
+    # API token or service token does (unset, the route is 404: tests/test_metrics.py)
+    ("GET", "/metrics"): (401, 401, 401, 401, 401),
     ("GET", "/"): (302, OK, OK, OK, 302),  # the home page sends visitors to /login by itself
     ("GET", "/login"): PUBLIC,  # signed in: redirected on
     ("POST", "/login"): PUBLIC,  # signs member A in (a signed-in browser is redirected on)
@@ -512,6 +517,7 @@ def stub_fixture():
 def world_fixture(app, stub):
     app.config["PRIVATE_BASE_URL_ALLOWLIST"] = "127.0.0.1"
     app.config["OUTBOUND_RATE_LIMIT"] = "1000 per minute"
+    app.config["METRICS_TOKEN"] = "metrics-token-of-the-matrix-" + uuid.uuid4().hex
     return World(app, stub)
 
 

@@ -49,6 +49,7 @@ BUDGETS: dict[str, int] = {
     "GET /model-configs/{id}/resolution": 5,
     "GET /providers": 3,
     "GET /user-provider-configs": 3,
+    "GET /audit-events": 2,
     # JSON writes
     "POST /ai-providers": 4,
     "PATCH /ai-providers/{id}": 6,
@@ -78,6 +79,7 @@ BUDGETS: dict[str, int] = {
     "GET /admin/groups/{id}": 5,  # the group, its members (count, page) and the configs open to it
     "GET /settings/keys": 3,
     "GET /models": 4,
+    "GET /admin/audit": 4,  # session, page, count (up to 10,000), one query per resource type shown (here users)
 }
 
 SIZES = ((0, 3), (3, 27))  # (first provider index, how many): 3 providers, then 30
@@ -153,6 +155,7 @@ CASES: dict[str, Case] = {
     "GET /model-configs/{id}/resolution": Case(lambda e: e.member_api.get(f"/model-configs/{held_config(e)}/resolution")),
     "GET /providers": Case(lambda e: e.admin_api.get("/providers")),
     "GET /user-provider-configs": Case(lambda e: e.member_api.get("/user-provider-configs")),
+    "GET /audit-events": Case(lambda e: e.admin_api.get("/audit-events", query_string={"limit": 50})),
     "POST /ai-providers": Case(
         lambda e: e.admin_api.post("/ai-providers", json={"type": "openai", "name": f"new-provider-{e.step}"}), 201, False),
     "PATCH /ai-providers/{id}": Case(
@@ -203,6 +206,7 @@ CASES: dict[str, Case] = {
     "GET /admin/groups/{id}": Case(lambda e: e.admin_page.get(f"/admin/groups/{e.group_id()}")),
     "GET /settings/keys": Case(lambda e: e.member_page.get("/settings/keys"), grows=True),
     "GET /models": Case(lambda e: e.member_page.get("/models"), grows=True),
+    "GET /admin/audit": Case(lambda e: e.admin_page.get("/admin/audit")),
 }
 
 

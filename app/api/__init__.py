@@ -7,4 +7,4 @@ bp = Blueprint("api", __name__)
 docs_bp = Blueprint("api_docs", __name__)
 
 # Route modules register themselves on `bp`; `auth` authenticates every one of them.
-from app.api import auth, docs, groups, key_tests, legacy, me, model_configs, providers, user_keys  # noqa: E402,F401
+from app.api import audit, auth, docs, groups, key_tests, legacy, me, model_configs, providers, user_keys  # noqa: E402,F401

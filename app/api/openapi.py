@@ -59,6 +59,8 @@ ERROR_DESCRIPTIONS = {
 SUCCESS_DESCRIPTIONS = {200: "OK.", 201: "Created.", 204: "Done; no body."}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                                "schema": {"type": "string"}}}
+NEXT_LINK = {"Link": {"description": 'The next page: `<URL>; rel="next"`, absent on the last page.',
+                      "required": False, "schema": {"type": "string"}}}
 TOTAL_COUNT = {"X-Total-Count": {"description": "How many items the whole list holds (before limit/offset).",
                                  "required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
 TAGS = {
@@ -69,6 +71,7 @@ TAGS = {
     "groups": "Groups",
     "key_tests": "Key tests and model discovery",
     "legacy": "Legacy chat providers",
+    "audit": "Audit log",
 }
 ACCESS_NOTES = {
     "public": "Anyone, without authentication.",
@@ -96,17 +99,22 @@ class Operation:
     errors: tuple[int, ...] = ()
     paged: bool = False
     description: str = field(default="")
+    query: type[BaseModel] | None = None
+    keyset: bool = False
 
 
 def doc(summary: str, *, responses: Mapping[int, Any], body: type[BaseModel] | None = None,
-        body_required: bool = True, errors: tuple[int, ...] = (), paged: bool = False) -> Callable:
+        body_required: bool = True, errors: tuple[int, ...] = (), paged: bool = False,
+        query: type[BaseModel] | None = None, keyset: bool = False) -> Callable:
     """Describe a view: `responses` maps each success status to a model, `list[Model]` or None
-    (no body); `errors` lists statuses beyond the shared ones (see the module docstring)."""
+    (no body); `errors` lists statuses beyond the shared ones (see the module docstring).
+    `paged`: `limit`/`offset` and `X-Total-Count`; `query`: the model of its query parameters
+    (validated by `util.parse_query`); `keyset`: the next page's URL is in a `Link` header."""
 
     def mark(view: Callable) -> Callable:
         view.openapi = Operation(summary=summary, responses=dict(responses), body=body,
                                  body_required=body_required, errors=tuple(errors), paged=paged,
-                                 description=inspect.cleandoc(view.__doc__ or ""))
+                                 description=inspect.cleandoc(view.__doc__ or ""), query=query, keyset=keyset)
         return view
 
     return mark
@@ -233,7 +241,7 @@ def error_statuses(route: Route) -> list[int]:
     statuses = {503, *op.errors}
     if route.access != "public":
         statuses |= {401, 403}
-    if route.arguments or op.paged or op.body is not None or route.method not in SAFE_METHODS:
+    if route.arguments or op.paged or op.query or op.body is not None or route.method not in SAFE_METHODS:
         statuses.add(400)
     if route.arguments:
         statuses.add(404)
@@ -257,6 +265,13 @@ def _operation(route: Route, schema_of: Callable[[Any, str], dict[str, Any]]) ->
             {"name": "offset", "in": "query", "required": False, "description": "Skip this many items first.",
              "schema": {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX}},
         ]
+    if op.query is not None:
+        for name, prop in op.query.model_json_schema()["properties"].items():
+            schema = {k: v for k, v in prop.items() if k not in ("title", "default", "description")}
+            if "anyOf" in schema:  # `X | None`: the parameter is optional, never null
+                schema = next(s for s in schema.pop("anyOf") if s.get("type") != "null") | schema
+            parameters.append({"name": name, "in": "query", "required": False, "schema": schema,
+                               "description": prop.get("description", "")})
     responses: dict[str, Any] = {}
     for status, model in sorted(op.responses.items()):
         answer: dict[str, Any] = {"description": SUCCESS_DESCRIPTIONS.get(status, "Success.")}
@@ -264,6 +279,8 @@ def _operation(route: Route, schema_of: Callable[[Any, str], dict[str, Any]]) ->
             answer["content"] = {"application/json": {"schema": schema_of(model, "serialization")}}
         if op.paged and typing.get_origin(model) is list:
             answer["headers"] = TOTAL_COUNT
+        if op.keyset:
+            answer["headers"] = NEXT_LINK
         responses[str(status)] = answer
     for status in error_statuses(route):
         answer = {"description": ERROR_DESCRIPTIONS.get(status, "Error."),

@@ -188,3 +188,16 @@ class KeyTestResult(Out):
 
 class ModelId(Out):
     id: str
+
+
+class AuditEvent(Out):
+    id: int = Field(description="Grows with every event: pass it as `before` to page on.")
+    created_at: Timestamp
+    actor_id: uuid.UUID | None = Field(description="The acting user; null for the CLI, the system or a service token.")
+    actor_label: str
+    action: str
+    resource_type: str
+    resource_id: str | None
+    details: dict[str, Any] = Field(description="What changed; never a key, password or token.")
+    request_id: str | None = Field(description="Ties the event to the server's log lines.")
+    ip: str | None

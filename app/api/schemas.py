@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from app.api.util import Body
+from pydantic import Field
+
+from app.api.util import LIMIT_MAX, Body
 
 
 class _ProviderFields(Body):
@@ -109,3 +111,20 @@ class NoBody(Body):
 class CredentialsReport(Body):
     key_id: str
     result: Literal["ok", "invalid_key", "forbidden"]
+
+
+class AuditEventsQuery(Body):
+    """The query string of GET /audit-events (not a body: validated by `parse_query`)."""
+
+    limit: int | None = Field(default=None, ge=1, le=LIMIT_MAX, description=f"At most this many events (1..{LIMIT_MAX}, "
+                              "default 100).")
+    before: int | None = Field(default=None, ge=1, le=2**63 - 1,
+                               description="Only events older than this event id: the `Link` header's next page.")
+    actor: str | None = Field(default=None, description="A user id, or part of the actor's email or label.")
+    action: str | None = Field(default=None, description="An action (`auth.login`) or its first segments (`user`).")
+    resource_type: str | None = Field(default=None, description="A resource type, e.g. `ai_provider`.")
+    resource_id: str | None = Field(default=None, description="A resource id (with `resource_type`).")
+    since: str | None = Field(default=None, description="RFC 3339; events at or after this moment.",
+                              json_schema_extra={"format": "date-time"})
+    until: str | None = Field(default=None, description="RFC 3339; events before this moment.",
+                              json_schema_extra={"format": "date-time"})

@@ -72,6 +72,24 @@ def _is_json_object() -> bool:
         return False
 
 
+def parse_query(schema: type[M]) -> M:
+    """Validate the query string against `schema` (values converted from text: "5" is 5).
+
+    :raise InvalidInput: "Invalid query parameter." naming an unknown, repeated or malformed parameter.
+    """
+    validations = [Validation(name, "Give this parameter once.") for name in request.args
+                   if len(request.args.getlist(name)) > 1]
+    if not validations:
+        try:
+            return schema.model_validate(request.args.to_dict(), strict=False)
+        except ValidationError as error:
+            for item in error.errors():
+                field = ".".join(str(p) for p in item["loc"]) or "query"
+                validations.append(Validation(field, "Unknown query parameter." if item["type"] == "extra_forbidden"
+                                              else item["msg"]))
+    raise InvalidInput("Invalid query parameter.", validations=validations)
+
+
 LIMIT_MAX = 1000
 OFFSET_MAX = 2**63 - 1  # the databases' 64-bit integer: a larger OFFSET fails in PostgreSQL
 

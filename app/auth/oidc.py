@@ -40,6 +40,7 @@ from requests import JSONDecodeError, RequestException
 from app.actors import request_actor
 from app.auth import bp
 from app.db import writes_on_get
+from app.metrics import count_login
 from app.pages import safe_next
 from app.services import sso as sso_service
 from app.services.sso import SsoFailure
@@ -148,6 +149,7 @@ def oidc_callback():
 
 def _finish(target: str, *, user=None, failure: SsoFailure | None = None):
     """The one place where the outcome of a sign-in through the provider is known."""
+    count_login("oidc", "failed" if failure is not None else "ok")
     if failure is not None:
         back = target if target != "/" else None
         return render_template("auth/sso_error.html", message=failure.message, next=back), failure.status

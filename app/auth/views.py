@@ -9,6 +9,7 @@ from app.auth import bp
 from app.auth.forms import LoginForm, SetupForm
 from app.device_cookies import remember_device
 from app.errors import DomainError, NotFound
+from app.metrics import count_login
 from app.pages import EmptyForm, apply_error, current_actor, safe_next
 from app.ratelimits import record_login_failure
 from app.services import users as user_service
@@ -64,12 +65,14 @@ def login():
         # over, and the cookie names a new server-side session row.
         user = user_service.sign_in(form.email.data, form.password.data, current_actor())
         if user is not None:
+            count_login("password", "ok")
             session.clear()
             login_user(user)
             response = redirect(safe_next(request.args.get("next")))
             remember_device(response, user.device_stamp)
             return response
         record_login_failure()
+        count_login("password", "failed")
         form.password.errors = ["Incorrect email or password."]
         status = 401
     elif form.errors:

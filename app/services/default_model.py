@@ -77,6 +77,8 @@ def make_default(target_id: uuid.UUID, *, only_if_missing: bool = False) -> bool
 
     :raise NotFound: the target is not live. :raise Conflict: the default kept moving.
     """
+    if only_if_missing and _has_default():
+        return False  # the common case (every config but the first): no savepoint needed to say so
     for _attempt in range(DEFAULT_SWITCH_ATTEMPTS):
         try:
             with db.session.begin_nested():
@@ -107,6 +109,12 @@ def make_default(target_id: uuid.UUID, *, only_if_missing: bool = False) -> bool
     raise Conflict("The default model changed at the same time; try again.", field="is_default")
 
 
+def _has_default() -> bool:
+    return db.session.execute(
+        sa.select(sa.exists().where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False)))
+    ).scalar()
+
+
 def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
     """When no live config is the default, make one the default, the one people can use (SPEC
     section 6, "Default promotion"): configs in the enabled set first (those open to everyone
@@ -116,10 +124,7 @@ def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
 
     Should a concurrent transaction set a default at the same moment, that one stays the default.
     """
-    has_default = db.session.execute(
-        sa.select(sa.exists().where(ChatModelConfig.is_default.is_(True), ChatModelConfig.deleted.is_(False)))
-    ).scalar()
-    if has_default:
+    if _has_default():
         return None
     usefulness = sa.case((sa.and_(in_enabled_set(), ChatModelConfig.access == "everyone"), 0), (in_enabled_set(), 1),
                          (ChatModelConfig.enabled, 2), else_=3)

@@ -215,13 +215,21 @@ def groups_by_user(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Group]]:
 
 def create_group(actor: Actor, *, name: Any = None, display_name: Any = None) -> Group:
     """Add a group. :raise InvalidInput: a field breaks its rule. :raise Conflict: "Group already exists." """
-    now = utcnow()
-    group = Group(id=uuid.uuid4(), name=clean_name(name), display_name=clean_display_name(display_name),
-                  created_at=now, updated_at=now)
+    fields = {"name": clean_name(name), "display_name": clean_display_name(display_name)}
     with transaction():
-        db.session.add(group)
-        _flush_or_conflict()
-        audit.record(actor, "group.create", "group", group.id, name=group.name, display_name=group.display_name)
+        group = insert_group(actor, fields)
+    return group
+
+
+def insert_group(actor: Actor, fields: dict[str, Any]) -> Group:
+    """Add a group of cleaned `fields` (`name`, optional `display_name`) to the current
+    transaction and audit it. Flushes only. :raise Conflict: "Group already exists." """
+    now = utcnow()
+    group = Group(id=uuid.uuid4(), name=fields["name"], display_name=fields.get("display_name", ""),
+                  created_at=now, updated_at=now)
+    db.session.add(group)
+    _flush_or_conflict()
+    audit.record(actor, "group.create", "group", group.id, name=group.name, display_name=group.display_name)
     return group
 
 
@@ -239,18 +247,25 @@ def update_group(actor: Actor, group_id: Any, changes: dict[str, Any]) -> Group:
     cleaners = {"name": clean_name, "display_name": clean_display_name}
     cleaned = {field: cleaners[field](value) for field, value in changes.items()}
     with transaction():
-        group = _lock(gid)
-        if group is None:
-            raise NotFound(GROUP_NOT_FOUND)
-        changed = {f: v for f, v in cleaned.items() if getattr(group, f) != v}
-        if changed:
-            before = {f: getattr(group, f) for f in changed}
-            for field, value in changed.items():
-                setattr(group, field, value)
-            group.updated_at = utcnow()
-            _flush_or_conflict()
-            audit.record(actor, "group.update", "group", group.id, fields=sorted(changed), **changed,
-                         **{f"previous_{f}": v for f, v in before.items()})
+        group = apply_group_update(actor, gid, cleaned)
+    return group
+
+
+def apply_group_update(actor: Actor, group_id: uuid.UUID, cleaned: dict[str, Any]) -> Group:
+    """`update_group` with cleaned changes, inside the caller's transaction (flushes only).
+    :raise NotFound: :raise Conflict:"""
+    group = _lock(group_id)
+    if group is None:
+        raise NotFound(GROUP_NOT_FOUND)
+    changed = {f: v for f, v in cleaned.items() if getattr(group, f) != v}
+    if changed:
+        before = {f: getattr(group, f) for f in changed}
+        for field, value in changed.items():
+            setattr(group, field, value)
+        group.updated_at = utcnow()
+        _flush_or_conflict()
+        audit.record(actor, "group.update", "group", group.id, fields=sorted(changed), **changed,
+                     **{f"previous_{f}": v for f, v in before.items()})
     return group
 
 
@@ -269,16 +284,23 @@ def delete_group(actor: Actor, group_id: Any) -> DeletedGroup:
     """
     gid = parse_uuid(group_id, field="group_id")
     with transaction():
-        group = _lock(gid)
-        if group is None:
-            raise NotFound(GROUP_NOT_FOUND)
-        closed = [c.id for c in configs_closed_by_deleting(gid)]
-        members = db.session.execute(sa.delete(GroupMember).where(GroupMember.group_id == gid)).rowcount
-        configs = db.session.execute(sa.delete(ModelConfigGroup).where(ModelConfigGroup.group_id == gid)).rowcount
-        db.session.execute(sa.delete(Group).where(Group.id == gid))
-        audit.record(actor, "group.delete", "group", gid, name=group.name, removed_member_count=members,
-                     removed_from_config_count=configs, configs_open_to_no_one=closed)
-        db.session.expunge(group)
+        deleted = remove_group(actor, gid)
+    return deleted
+
+
+def remove_group(actor: Actor, group_id: uuid.UUID) -> DeletedGroup:
+    """`delete_group` inside the caller's transaction (flushes only). :raise NotFound:"""
+    gid = group_id
+    group = _lock(gid)
+    if group is None:
+        raise NotFound(GROUP_NOT_FOUND)
+    closed = [c.id for c in configs_closed_by_deleting(gid)]
+    members = db.session.execute(sa.delete(GroupMember).where(GroupMember.group_id == gid)).rowcount
+    configs = db.session.execute(sa.delete(ModelConfigGroup).where(ModelConfigGroup.group_id == gid)).rowcount
+    db.session.execute(sa.delete(Group).where(Group.id == gid))
+    audit.record(actor, "group.delete", "group", gid, name=group.name, removed_member_count=members,
+                 removed_from_config_count=configs, configs_open_to_no_one=closed)
+    db.session.expunge(group)
     return DeletedGroup(member_count=members, closed_configs=closed)
 
 

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from app import metrics
 from app.crypto import DecryptionError
 from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from app.extensions import db
@@ -161,6 +162,7 @@ def _test_key(actor: Actor, provider: AIProvider, key: Any, action: str, resourc
         key_health.record(spec, key_id, outcome.result)
         audit.record(actor, action, resource_type, key_id, provider_id=provider_id,
                      result=outcome.result, status=call.status)
+    metrics.count_key_test(outcome.result)
     return KeyTestResult(outcome.result, outcome.message, call.provider_name, hint)
 
 

@@ -124,6 +124,24 @@ _CLEANERS = {
 }
 
 
+def clean_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[InvalidInput]]:
+    """Every field rule at once: the cleaned values of the fields that pass and the error of each
+    one that does not. Fields without a rule here are left out."""
+    cleaned, errors = {}, []
+    for field, value in fields.items():
+        if field in _CLEANERS:
+            try:
+                cleaned[field] = _CLEANERS[field](value)
+            except InvalidInput as error:
+                errors.append(error)
+    return cleaned, errors
+
+
+# What a field left out of a new config becomes (the API's defaults; also the configuration import's).
+DEFAULTS = {"display_name": "", "enabled": True, "context_limit": DEFAULT_CONTEXT_LIMIT,
+            "compression_threshold": DEFAULT_COMPRESSION_THRESHOLD, "options": {}}
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 
@@ -255,27 +273,36 @@ def create_config(
         ai_provider_id, "Invalid AI provider ID.", field="ai_provider_id")
     with transaction():
         provider_type = _lock_provider(pid, provider)
-        fields = {
-            "model": clean_model(model),
-            "display_name": clean_display_name(display_name),
-            "enabled": True if enabled is None else clean_bool("enabled")(enabled),
-            "context_limit": DEFAULT_CONTEXT_LIMIT if context_limit is None else clean_context_limit(context_limit),
-            "compression_threshold": (DEFAULT_COMPRESSION_THRESHOLD if compression_threshold is None
-                                      else clean_compression_threshold(compression_threshold)),
-            "options": {} if options is None else clean_options(options),
-        }
+        sent = {"display_name": display_name, "enabled": enabled, "context_limit": context_limit,
+                "compression_threshold": compression_threshold, "options": options}
+        fields = {"model": clean_model(model), **{f: _CLEANERS[f](v) for f, v in sent.items() if v is not None}}
         wants_default = False if is_default is None else clean_bool("is_default")(is_default)
         who = access_rules.access_change(access=access, group_ids=[] if group_ids is None else group_ids)
-        config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=pid, provider=provider_type, is_default=False,
-                                 access=who.access, created_by=actor.user_id, updated_by=actor.user_id, **fields)
-        db.session.add(config)
-        _flush_or_conflict()  # before the default mutex: a duplicate waits on the index, holding no mutex
-        who_changed = access_rules.write_access(config, who, created=True)
-        serialize_default_changes()
-        make_default(config.id, only_if_missing=not wants_default)
-        audit.record(actor, "model_config.create", "chat_model_config", config.id, ai_provider_id=pid,
-                     provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
-                     legacy=pid is None, **who_changed)
+        config = insert_config(actor, pid, provider_type, fields, wants_default=wants_default, who=who)
+    return config
+
+
+def insert_config(actor: Actor, provider_id: uuid.UUID | None, provider_type: str, fields: dict[str, Any], *,
+                  wants_default: bool = False, who: access_rules.AccessChange | None = None) -> ChatModelConfig:
+    """Add a config of cleaned `fields` (`model` required; the others take DEFAULTS) on a provider
+    the caller has checked and share-locked, in the current transaction, open to `who` (everyone
+    by default): it becomes the default when `wants_default` or when there is none. Audited.
+    Flushes only.
+
+    :raise Conflict: "Chat model config already exists." :raise InvalidInput: "Group not found."
+    """
+    who = who or access_rules.access_change(access=None, group_ids=[])
+    config = ChatModelConfig(id=uuid.uuid4(), ai_provider_id=provider_id, provider=provider_type, is_default=False,
+                             access=who.access, created_by=actor.user_id, updated_by=actor.user_id,
+                             **{**DEFAULTS, **fields})
+    db.session.add(config)
+    _flush_or_conflict()  # before the default mutex: a duplicate waits on the index, holding no mutex
+    who_changed = access_rules.write_access(config, who, created=True)
+    serialize_default_changes()
+    make_default(config.id, only_if_missing=not wants_default)
+    audit.record(actor, "model_config.create", "chat_model_config", config.id, ai_provider_id=provider_id,
+                 provider=provider_type, model=config.model, enabled=config.enabled, is_default=config.is_default,
+                 legacy=provider_id is None, **who_changed)
     return config
 
 
@@ -325,34 +352,45 @@ def update_config(actor: Actor, config_id: Any, changes: dict[str, Any]) -> Chat
         raise InvalidInput("Invalid request body.", validations=[
             Validation(f, "This field cannot be changed." if f in IMMUTABLE else "Unknown field.") for f in unknown])
     cleaned = {field: _CLEANERS[field](value) for field, value in changes.items()}
+    with transaction():
+        config = apply_config_update(actor, cid, cleaned)
+    return config
+
+
+def apply_config_update(actor: Actor, config_id: uuid.UUID, cleaned: dict[str, Any]) -> ChatModelConfig:
+    """`update_config` with cleaned changes, inside the caller's transaction (flushes only).
+
+    :raise InvalidInput: DEFAULT_REQUIRED, "Group not found." :raise NotFound: :raise Conflict:
+    """
+    cid = config_id
+    cleaned = dict(cleaned)
     wants_default = cleaned.pop("is_default", None)
     who = {f: cleaned.pop(f) for f in ("access", "group_ids") if f in cleaned}
-    with transaction():
-        became_default = False
-        if wants_default:
-            # The switch comes first so its locks are taken in the one order every default
-            # change uses (mutex, providers, current default, target).
-            serialize_default_changes()
-            became_default = make_default(cid)
-        config = lock_one(live(cid))
-        if config is None:
-            raise NotFound(CONFIG_NOT_FOUND)
-        if wants_default is False and config.is_default:
-            raise InvalidInput(DEFAULT_REQUIRED, detail="Make another model the default instead.", field="is_default")
-        changed = {f: v for f, v in cleaned.items() if getattr(config, f) != v}
-        for field, value in changed.items():
-            setattr(config, field, value)
-        access_change = access_rules.access_change(**who, current=config.access)
-        if access_change is not None:
-            changed.update(access_rules.write_access(config, access_change))
-        if changed or became_default:
-            config.updated_at = utcnow()
-            config.updated_by = actor.user_id
-            _flush_or_conflict()
-            audit.record(actor, "model_config.update", "chat_model_config", config.id,
-                         fields=sorted([*changed, *(["is_default"] if became_default else [])]),
-                         **{k: v for k, v in changed.items() if k != "options"},
-                         **({"is_default": True} if became_default else {}))
+    became_default = False
+    if wants_default:
+        # The switch comes first so its locks are taken in the one order every default
+        # change uses (mutex, providers, current default, target).
+        serialize_default_changes()
+        became_default = make_default(cid)
+    config = lock_one(live(cid))
+    if config is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    if wants_default is False and config.is_default:
+        raise InvalidInput(DEFAULT_REQUIRED, detail="Make another model the default instead.", field="is_default")
+    changed = {f: v for f, v in cleaned.items() if getattr(config, f) != v}
+    for field, value in changed.items():
+        setattr(config, field, value)
+    access_change = access_rules.access_change(**who, current=config.access)
+    if access_change is not None:
+        changed.update(access_rules.write_access(config, access_change))
+    if changed or became_default:
+        config.updated_at = utcnow()
+        config.updated_by = actor.user_id
+        _flush_or_conflict()
+        audit.record(actor, "model_config.update", "chat_model_config", config.id,
+                     fields=sorted([*changed, *(["is_default"] if became_default else [])]),
+                     **{k: v for k, v in changed.items() if k != "options"},
+                     **({"is_default": True} if became_default else {}))
     return config
 
 
@@ -371,26 +409,32 @@ def delete_config(actor: Actor, config_id: Any) -> None:
     """
     cid = parse_uuid(config_id)
     with transaction():
-        serialize_default_changes()
-        found = db.session.execute(live(cid)).scalar_one_or_none()
-        if found is None:
-            raise NotFound(CONFIG_NOT_FOUND)
-        share_lock_providers({found.ai_provider_id})
-        config = lock_one(live(cid))
-        if config is None:
-            raise NotFound(CONFIG_NOT_FOUND)
-        was_default = config.is_default
-        now = utcnow()
-        config.deleted = True
-        config.deleted_at = now
-        config.is_default = False
-        config.updated_at = now
-        config.updated_by = actor.user_id
-        db.session.flush()
-        audit.record(actor, "model_config.delete", "chat_model_config", config.id, model=config.model,
-                     ai_provider_id=config.ai_provider_id, provider=config.provider, was_default=was_default)
-        if was_default:
-            promote_default_if_missing(actor)
+        remove_config(actor, cid)
+
+
+def remove_config(actor: Actor, config_id: uuid.UUID) -> None:
+    """`delete_config` inside the caller's transaction (flushes only). :raise NotFound:"""
+    cid = config_id
+    serialize_default_changes()
+    found = db.session.execute(live(cid)).scalar_one_or_none()
+    if found is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    share_lock_providers({found.ai_provider_id})
+    config = lock_one(live(cid))
+    if config is None:
+        raise NotFound(CONFIG_NOT_FOUND)
+    was_default = config.is_default
+    now = utcnow()
+    config.deleted = True
+    config.deleted_at = now
+    config.is_default = False
+    config.updated_at = now
+    config.updated_by = actor.user_id
+    db.session.flush()
+    audit.record(actor, "model_config.delete", "chat_model_config", config.id, model=config.model,
+                 ai_provider_id=config.ai_provider_id, provider=config.provider, was_default=was_default)
+    if was_default:
+        promote_default_if_missing(actor)
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -84,18 +84,31 @@ def add_key(actor: Actor, provider_id: Any, api_key: Any) -> AIProviderKey:
         provider = lock_live(pid, shared=True)
         if provider is None:
             raise NotFound(PROVIDER_NOT_FOUND)
-        plaintext = clean_api_key(api_key)
-        now = utcnow()
-        key = AIProviderKey(id=uuid.uuid4(), provider_id=provider.id, created_at=now, updated_at=now,
-                            fingerprint=secrets.fingerprint(f"ai_provider:{provider.id}", plaintext))
-        secrets.seal(key, plaintext)
-        db.session.add(key)
-        flush_unique({"uq_ai_provider_keys_provider_fingerprint": Conflict("API key already exists.", field="api_key")})
-        audit.record(actor, "provider_key.create", "ai_provider_key", key.id, provider_id=provider.id,
-                     key_hint=key.hint)
+        key = store_key(actor, provider.id, clean_api_key(api_key))
         # Hand back the row as written: a concurrent provider deletion may remove it the moment we
         # commit, and an attached instance would then fail to reload its expired attributes.
         db.session.expunge(key)
+    return key
+
+
+def key_fingerprint(provider_id: uuid.UUID, plaintext: str) -> str:
+    """What tells that a provider already has this key (a keyed hash, never the key)."""
+    return secrets.fingerprint(f"ai_provider:{provider_id}", plaintext)
+
+
+def store_key(actor: Actor, provider_id: uuid.UUID, plaintext: str) -> AIProviderKey:
+    """Seal a cleaned key for a provider the caller has locked, in the current transaction, and
+    audit it (the hint, never the key). Flushes only.
+
+    :raise Conflict: "API key already exists." on this provider.
+    """
+    now = utcnow()
+    key = AIProviderKey(id=uuid.uuid4(), provider_id=provider_id, created_at=now, updated_at=now,
+                        fingerprint=key_fingerprint(provider_id, plaintext))
+    secrets.seal(key, plaintext)
+    db.session.add(key)
+    flush_unique({"uq_ai_provider_keys_provider_fingerprint": Conflict("API key already exists.", field="api_key")})
+    audit.record(actor, "provider_key.create", "ai_provider_key", key.id, provider_id=provider_id, key_hint=key.hint)
     return key
 
 

@@ -52,6 +52,8 @@ TYPE_LABELS = {
     "openrouter": "OpenRouter",
     "vercel": "Vercel AI Gateway",
 }
+# What a field left out of a new provider becomes (the API's defaults; also the configuration import's).
+DEFAULTS = {"display_name": "", "enabled": True, "base_url": "", "key_policy": "provider_only"}
 POLICY_LABELS = {
     "provider_only": "Shared key only",
     "user_preferred": "User key preferred",
@@ -133,10 +135,11 @@ def byok_enabled(provider: AIProvider) -> bool:
     return bool(current_app.config["ALLOW_BYOK"]) and provider.key_policy != "provider_only"
 
 
-def field_errors(fields: dict[str, Any], *, current_name: str | None = None) -> list[InvalidInput]:
-    """Every field rule that `fields` break, not only the first: lets a form show all its errors
-    at once. Uniqueness is not checked here (only the database decides that). `current_name` is
-    the provider's name when editing, which may keep a reserved prefix.
+def clean_fields(fields: dict[str, Any], *, current_name: str | None = None) -> tuple[dict[str, Any], list[InvalidInput]]:
+    """Every field rule at once: the cleaned values of the fields that pass, and the errors of
+    every one that does not (a form shows them all; the configuration import names each). Fields
+    without a rule here are left out. Uniqueness is not checked (only the database decides that).
+    `current_name` is the provider's name when editing, which may keep a reserved prefix.
     """
     cleaners = {
         "type": clean_type,
@@ -146,14 +149,19 @@ def field_errors(fields: dict[str, Any], *, current_name: str | None = None) -> 
         "base_url": clean_base_url,
         "key_policy": clean_key_policy,
     }
-    errors = []
+    cleaned, errors = {}, []
     for field, value in fields.items():
         if field in cleaners:
             try:
-                cleaners[field](value)
+                cleaned[field] = cleaners[field](value)
             except InvalidInput as error:
                 errors.append(error)
-    return errors
+    return cleaned, errors
+
+
+def field_errors(fields: dict[str, Any], *, current_name: str | None = None) -> list[InvalidInput]:
+    """Every field rule that `fields` break, not only the first (see `clean_fields`)."""
+    return clean_fields(fields, current_name=current_name)[1]
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -245,23 +253,31 @@ def create_provider(
 
     :raise InvalidInput: a field breaks its rule. :raise Conflict: a live provider has this name.
     """
-    now = utcnow()
-    provider = AIProvider(
-        id=uuid.uuid4(),
-        created_at=now,
-        updated_at=now,
-        type=clean_type(type),
-        name=clean_name(name),
-        display_name=clean_display_name(display_name),
-        enabled=True if enabled is None else clean_enabled(enabled),
-        base_url=clean_base_url(base_url),
-        key_policy="provider_only" if key_policy is None else clean_key_policy(key_policy),
-    )
+    fields = {
+        "type": clean_type(type),
+        "name": clean_name(name),
+        "display_name": clean_display_name(display_name),
+        "enabled": DEFAULTS["enabled"] if enabled is None else clean_enabled(enabled),
+        "base_url": clean_base_url(base_url),
+        "key_policy": DEFAULTS["key_policy"] if key_policy is None else clean_key_policy(key_policy),
+    }
     with transaction():
-        db.session.add(provider)
-        _flush_or_conflict()
-        audit.record(actor, "provider.create", "ai_provider", provider.id, name=provider.name,
-                     type=provider.type, key_policy=provider.key_policy, enabled=provider.enabled)
+        provider = insert_provider(actor, fields)
+    return provider
+
+
+def insert_provider(actor: Actor, fields: dict[str, Any]) -> AIProvider:
+    """Add a provider of cleaned `fields` (type and name required; the others take their
+    defaults) to the current transaction and audit it. Flushes only.
+
+    :raise Conflict: a live provider has this name.
+    """
+    now = utcnow()
+    provider = AIProvider(id=uuid.uuid4(), created_at=now, updated_at=now, **{**DEFAULTS, **fields})
+    db.session.add(provider)
+    _flush_or_conflict()
+    audit.record(actor, "provider.create", "ai_provider", provider.id, name=provider.name,
+                 type=provider.type, key_policy=provider.key_policy, enabled=provider.enabled)
     return provider
 
 
@@ -292,20 +308,28 @@ def update_provider(actor: Actor, provider_id: Any, changes: dict[str, Any]) -> 
     }
     cleaned = {field: cleaners[field](value) for field, value in changes.items()}
     with transaction():
-        provider = lock_live(pid)
-        if provider is None:
-            raise NotFound(PROVIDER_NOT_FOUND)
-        new_name = cleaned.get("name", provider.name)
-        if new_name != provider.name and new_name.startswith(RESERVED_PREFIX):
-            raise InvalidInput("Invalid AI provider name.", detail=NAME_DETAIL, field="name")
-        changed = {f: v for f, v in cleaned.items() if getattr(provider, f) != v}
-        for field, value in changed.items():
-            setattr(provider, field, value)
-        if changed:
-            provider.updated_at = utcnow()
-            _flush_or_conflict()
-            audit.record(actor, "provider.update", "ai_provider", provider.id,
-                         fields=sorted(changed), **{k: v for k, v in changed.items() if k != "base_url"})
+        provider = apply_provider_update(actor, pid, cleaned)
+    return provider
+
+
+def apply_provider_update(actor: Actor, provider_id: uuid.UUID, cleaned: dict[str, Any]) -> AIProvider:
+    """Lock the live provider and apply the cleaned changes (audited when something changed).
+    Flushes only. :raise NotFound: :raise InvalidInput: a rename into the reserved prefix.
+    :raise Conflict: the new name is taken."""
+    provider = lock_live(provider_id)
+    if provider is None:
+        raise NotFound(PROVIDER_NOT_FOUND)
+    new_name = cleaned.get("name", provider.name)
+    if new_name != provider.name and new_name.startswith(RESERVED_PREFIX):
+        raise InvalidInput("Invalid AI provider name.", detail=NAME_DETAIL, field="name")
+    changed = {f: v for f, v in cleaned.items() if getattr(provider, f) != v}
+    for field, value in changed.items():
+        setattr(provider, field, value)
+    if changed:
+        provider.updated_at = utcnow()
+        _flush_or_conflict()
+        audit.record(actor, "provider.update", "ai_provider", provider.id,
+                     fields=sorted(changed), **{k: v for k, v in changed.items() if k != "base_url"})
     return provider
 
 
@@ -318,30 +342,36 @@ def delete_provider(actor: Actor, provider_id: Any) -> dict[str, int]:
     """
     pid = parse_uuid(provider_id)
     with transaction():
-        provider = lock_live(pid)
-        if provider is None:
-            raise NotFound(PROVIDER_NOT_FOUND)
-        now = utcnow()
-        configs = db.session.execute(
-            sa.update(ChatModelConfig)
-            .where(ChatModelConfig.ai_provider_id == pid, ChatModelConfig.deleted.is_(False))
-            .values(deleted=True, deleted_at=now, is_default=False, updated_at=now)
-        ).rowcount
-        keys = db.session.execute(sa.delete(AIProviderKey).where(AIProviderKey.provider_id == pid)).rowcount
-        user_keys = db.session.execute(
-            sa.delete(UserAIProviderKey).where(UserAIProviderKey.ai_provider_id == pid)
-        ).rowcount
-        provider.deleted = True
-        provider.enabled = False
-        provider.deleted_at = now
-        provider.updated_at = now
-        db.session.flush()
-        if configs:
-            promote_default_if_missing(actor)
-        removed = {"keys": keys, "user_keys": user_keys, "model_configs": configs}
-        audit.record(actor, "provider.delete", "ai_provider", provider.id, name=provider.name,
-                     deleted_key_count=keys, deleted_user_key_count=user_keys, deleted_model_config_count=configs)
+        removed = remove_provider(actor, pid)
     return removed
+
+
+def remove_provider(actor: Actor, provider_id: uuid.UUID) -> dict[str, int]:
+    """`delete_provider` inside the caller's transaction (flushes only). :raise NotFound:"""
+    pid = provider_id
+    provider = lock_live(pid)
+    if provider is None:
+        raise NotFound(PROVIDER_NOT_FOUND)
+    now = utcnow()
+    configs = db.session.execute(
+        sa.update(ChatModelConfig)
+        .where(ChatModelConfig.ai_provider_id == pid, ChatModelConfig.deleted.is_(False))
+        .values(deleted=True, deleted_at=now, is_default=False, updated_at=now)
+    ).rowcount
+    keys = db.session.execute(sa.delete(AIProviderKey).where(AIProviderKey.provider_id == pid)).rowcount
+    user_keys = db.session.execute(
+        sa.delete(UserAIProviderKey).where(UserAIProviderKey.ai_provider_id == pid)
+    ).rowcount
+    provider.deleted = True
+    provider.enabled = False
+    provider.deleted_at = now
+    provider.updated_at = now
+    db.session.flush()
+    if configs:
+        promote_default_if_missing(actor)
+    audit.record(actor, "provider.delete", "ai_provider", provider.id, name=provider.name,
+                 deleted_key_count=keys, deleted_user_key_count=user_keys, deleted_model_config_count=configs)
+    return {"keys": keys, "user_keys": user_keys, "model_configs": configs}
 
 
 def _flush_or_conflict() -> None:

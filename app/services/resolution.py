@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from app import metrics
 from app.crypto import DecryptionError
 from app.errors import Conflict, DomainError, NotFound, unwrap
 from app.extensions import db
@@ -344,6 +345,7 @@ def hand_out_credentials(actor: Actor, ask: tuple[Any, Any] | DomainError) -> Ha
             reason=reason if refused else resolution.reason,
             **({"refused": refused.message} if refused else {}),
         )
+    metrics.count_handout(reason if refused else ("available" if resolution.available else resolution.reason))
     if refused is not None:
         raise refused
     return Handout(resolution, api_key, key_id)

@@ -10,10 +10,9 @@ from tests.support import PASSWORD, Api, login, make_user, post_form
 
 def events(app, **filters):
     from app.services import audit
-    from app.services.base import Page
 
     with app.app_context():
-        rows, _ = audit.list_events(audit.AuditFilter(**filters), Page())
+        rows = audit.page_events(audit.AuditFilter(**filters), 10_000).events
         return [(e.action, e.actor_label, e.resource_type, e.resource_id, e.details, e.request_id) for e in rows]
 
 
@@ -128,24 +127,93 @@ def test_audit_page_filters(app, client, admin, member):
     assert "No events match" in empty
 
 
-def test_audit_page_paginates(app, client, admin):
+def seed_events(app, n: int, action: str = "seed.event") -> None:
     from app.services import audit
     from app.services.base import Actor, transaction
 
     with app.app_context(), transaction():
-        for n in range(60):
-            audit.record(Actor.system("seed"), "seed.event", "thing", f"thing-{n:02d}")
+        for i in range(n):
+            audit.record(Actor.system("seed"), action, "thing", f"thing-{i:02d}")
+
+
+def pager_links(html: str) -> dict[str, str]:
+    return {label: href.replace("&amp;", "&") for href, label in
+            re.findall(r'<a class="btn btn-ghost btn-small" href="([^"]+)">(?:← )?(Newer|Older)(?: →)?</a>', html)}
+
+
+def test_audit_page_pages_newer_and_older_by_event_id(app, client, admin):
+    seed_events(app, 120)
     login(client, admin.email)
     first = client.get("/admin/audit?action=seed.").get_data(as_text=True)
-    assert "60 events" in first
-    assert "Page 1 of 2" in first
+    assert "120 events" in first
     assert len(audit_rows(first)) == 50
-    assert "thing-59" in first  # newest first
-    assert 'href="/admin/audit?action=seed.&amp;page=2"' in first  # the filters stay on the next page
-    second = client.get("/admin/audit?action=seed.&page=2").get_data(as_text=True)
-    assert len(audit_rows(second)) == 10
-    assert "thing-00" in second
-    assert "thing-00" not in first
+    assert "thing-119" in first  # newest first
+    links = pager_links(first)
+    assert set(links) == {"Older"}  # the newest page has nothing newer
+    assert links["Older"].startswith("/admin/audit?action=seed.&before=")  # the filters stay on the next page
+
+    seed_events(app, 3)  # recorded while someone pages: later pages neither repeat nor skip an event
+    second = client.get(links["Older"]).get_data(as_text=True)
+    third = client.get(pager_links(second)["Older"]).get_data(as_text=True)
+    assert (len(audit_rows(second)), len(audit_rows(third))) == (50, 20)
+    assert "Older" not in pager_links(third)
+    shown = re.findall(r"thing-\d+", first + second + third)
+    assert shown == [f"thing-{i:02d}" for i in range(119, -1, -1)]
+
+    back = client.get(pager_links(third)["Newer"]).get_data(as_text=True)
+    assert re.findall(r"thing-\d+", back) == re.findall(r"thing-\d+", second)
+    top = client.get(pager_links(back)["Newer"]).get_data(as_text=True)
+    assert re.findall(r"thing-\d+", top) == re.findall(r"thing-\d+", first)  # the same pages on the way back
+    newest = client.get(pager_links(top)["Newer"]).get_data(as_text=True)  # 3 were recorded since
+    assert re.findall(r"thing-\d+", newest)[:4] == ["thing-02", "thing-01", "thing-00", "thing-119"]
+    assert len(audit_rows(newest)) == 50  # back at the top: the newest page, full
+    assert "Newer" not in pager_links(newest)
+    gone = client.get("/admin/audit?action=seed.&before=1").get_data(as_text=True)
+    assert "Nothing on this page" in gone
+
+
+def test_audit_page_counts_exactly_up_to_a_cap(app, client, admin, monkeypatch):
+    """Exact up to 10,000 events, "More than 10,000" beyond (shown here with a cap of 2)."""
+    import app.admin.audit as page
+
+    assert page.COUNT_CAP == 10_000
+    seed_events(app, 3)
+    login(client, admin.email)
+    assert "3 events" in client.get("/admin/audit?action=seed.").get_data(as_text=True)
+    monkeypatch.setattr(page, "COUNT_CAP", 2)
+    assert "More than 2 events" in client.get("/admin/audit?action=seed.").get_data(as_text=True)
+    monkeypatch.setattr(page, "COUNT_CAP", 3)
+    assert "3 events" in client.get("/admin/audit?action=seed.").get_data(as_text=True)
+
+
+def test_audit_page_names_and_links_resources_that_still_exist(app, client, admin, admin_api):
+    provider = admin_api.post("/ai-providers", json={"type": "openai", "name": "named-one"}).get_json()
+    gone = admin_api.post("/ai-providers", json={"type": "openai", "name": "gone-one"}).get_json()
+    config = admin_api.post("/model-configs", json={"ai_provider_id": provider["id"], "model": "gpt-4o"}).get_json()
+    admin_api.delete(f"/ai-providers/{gone['id']}")
+    login(client, admin.email)
+    html = client.get("/admin/audit").get_data(as_text=True)
+    assert f'<a href="/admin/providers/{provider["id"]}">named-one</a>' in html
+    assert f'<a href="/admin/model-configs/{config["id"]}/edit">named-one/gpt-4o</a>' in html
+    assert f'<a href="/admin/audit?actor={admin.id}">admin@example.com</a>' in html  # the sign-in event
+    assert "gone-one</a>" not in html  # deleted: shown by its id only
+    assert gone["id"] in html
+
+
+def test_audit_page_names_resources_with_one_query_per_type(app, client, admin, admin_api):
+    from tests.support.query_budget import count_queries
+
+    for n in range(2):
+        admin_api.post("/ai-providers", json={"type": "openai", "name": f"few-{n}"})
+    login(client, admin.email)
+    with count_queries(app) as few:
+        client.get("/admin/audit")
+    for n in range(20):
+        admin_api.post("/ai-providers", json={"type": "openai", "name": f"many-{n}"})
+    with count_queries(app) as many:
+        html = client.get("/admin/audit").get_data(as_text=True)
+    assert html.count('href="/admin/providers/') == 22
+    assert many.count == few.count
 
 
 def test_audit_details_refuse_secrets(app):
