@@ -54,6 +54,10 @@ FAILURES: dict[str, tuple[int, str]] = {
                            "were not signed in."),
     "email_not_verified": (403, "An account with your email address already exists here. Your email address must be "
                                 "verified at the identity provider before you can use it to sign in."),
+    "email_unverified": (403, "Your identity provider says your email address is not verified. Verify it there, "
+                              "then sign in again."),
+    "identity_conflict": (403, "The account with your email address is already linked to another sign-in at your "
+                               "identity provider. Ask an administrator."),
     "email_domain_refused": (403, "Accounts with your email domain cannot sign in here."),
     "user_deactivated": (403, "Your account has been deactivated. Ask an administrator if you need it back."),
     "provider_unreachable": (502, "The identity provider could not be reached. Try again in a moment."),
@@ -97,6 +101,9 @@ class Claims:
     subject: str
     email: str
     email_verified: bool
+    # The provider said outright that the address is NOT verified (absent is not a "no": some
+    # providers, Entra ID among them, never send the claim).
+    email_unverified: bool
     name: str
     groups: tuple[str, ...] | None
 
@@ -122,6 +129,7 @@ def read_claims(raw: Mapping[str, Any], config: Settings) -> Claims:
         subject=subject,
         email=email,
         email_verified=verified is True or (isinstance(verified, str) and verified.lower() == "true"),
+        email_unverified=verified is False or (isinstance(verified, str) and verified.lower() == "false"),
         name=_plain_name(name) if isinstance(name, str) else "",
         groups=groups,
     )
@@ -182,12 +190,18 @@ def _sign_in(claims: Claims, config: Settings, actor: Actor) -> User:
         raise SsoFailure("email_domain_refused", **seen)
     sso = Actor(label=SSO_ACTOR_LABEL, request_id=actor.request_id, ip=actor.ip)
     if user_id is None:
+        if claims.email_unverified:
+            # Else whoever first claims an address could later share the account its owner links.
+            raise SsoFailure("email_unverified", **seen)
         user_id = _create_user(sso, claims).id
     user, admins = _lock(user_id, config)
     if not user.active:
         raise SsoFailure("user_deactivated", **seen)
     if account == "linked" and not claims.email_verified:
         raise SsoFailure("email_not_verified", **seen)
+    if account == "linked" and _linked_at(user.id, config.issuer):
+        # One sign-in per identity provider and account: a second subject never joins the first.
+        raise SsoFailure("identity_conflict", **seen)
     if account != "matched":
         _link(sso, user, config.issuer, claims)
 
@@ -221,6 +235,11 @@ def _lock(user_id: uuid.UUID, config: Settings) -> tuple[User, int]:
     if user is None:  # deleted between the match and the lock: as if it had never been found
         raise _Raced()
     return user, admins
+
+
+def _linked_at(user_id: uuid.UUID, issuer: str) -> bool:
+    return db.session.execute(sa.select(sa.exists().where(UserIdentity.user_id == user_id,
+                                                          UserIdentity.issuer == issuer))).scalar_one()
 
 
 def _create_user(sso: Actor, claims: Claims) -> User:

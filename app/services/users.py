@@ -165,7 +165,9 @@ def device_stamp(user_id: uuid.UUID, password_hash: str) -> str:
 def device_stamp_for_email(email: str | None) -> str | None:
     """The device stamp of the active account `email` names; None when it names none."""
     found = _read_password_hash(sa.and_(User.email == normalize_email(email), User.active))
-    return device_stamp(*found) if found is not None else None
+    if found is None or found[1] is None:  # no such account, or one without a password (SSO only)
+        return None
+    return device_stamp(*found)
 
 
 def _open_session(user: User) -> str:

@@ -312,6 +312,43 @@ def test_an_existing_password_user_is_linked_only_when_the_email_is_verified(sso
     assert login(sso_app.test_client(), member.email).status_code == 302  # the password still works
 
 
+@pytest.mark.parametrize("verified", [False, "false"])
+def test_an_address_the_provider_calls_unverified_creates_no_account(sso_app, person, verified):
+    """Whoever first claimed an address must not get an account that its verified owner would later
+    link to: an explicit `email_verified: false` creates nothing (an absent claim is not a no)."""
+    from app.models import User
+
+    client = sso_app.test_client()
+    html = failed(SsoBrowser(client).sign_in(person("claimed@example.com", verified=verified)), 403)
+    assert "says your email address is not verified" in html
+    assert count(sso_app, User) == 0 and me(client) is None
+    assert audit(sso_app, "auth.login_failed")[-1]["reason"] == "email_unverified"
+
+
+def test_a_second_subject_of_the_same_provider_is_never_linked_to_an_account(sso_app, person):
+    from app.models import UserIdentity
+
+    first = person("shared@example.com", verified=None)  # an account made just in time (no claim either way)
+    assert SsoBrowser(sso_app.test_client()).sign_in(first).status_code == 302
+    second = person("shared@example.com", verified=True)
+    client = sso_app.test_client()
+    html = failed(SsoBrowser(client).sign_in(second), 403)
+    assert "already linked to another sign-in" in html
+    assert me(client) is None and count(sso_app, UserIdentity) == 1
+    assert audit(sso_app, "auth.login_failed")[-1]["reason"] == "identity_conflict"
+
+
+def test_a_device_cookie_and_the_email_of_an_account_without_a_password(sso_app, member, person):
+    """A browser that holds a device cookie types the email of an SSO-only account: a failed
+    sign-in like any other, never a 500."""
+    SsoBrowser(sso_app.test_client()).sign_in(person("ssoonly@example.com"))
+    client = sso_app.test_client()
+    assert login(client, member.email).status_code == 302  # this browser now holds a device cookie
+    client.post("/logout", data={"csrf_token": get_csrf(client, "/settings/tokens")})
+    response = login(client, "ssoonly@example.com", "any password at all")
+    assert response.status_code == 401
+
+
 def test_a_deactivated_user_is_refused(sso_app, admin, person):
     from app.models import UserSession
     from app.services import users
