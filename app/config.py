@@ -222,7 +222,8 @@ def _outbound_settings(setting: Any) -> dict[str, Any]:
 
 
 SSO_REQUIRED = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")
-SSO_OPTIONAL = ("OIDC_SCOPES", "OIDC_GROUPS_CLAIM", "OIDC_ADMIN_GROUP", "OIDC_ALLOWED_EMAIL_DOMAINS")
+SSO_OPTIONAL = ("OIDC_SCOPES", "OIDC_GROUPS_CLAIM", "OIDC_ADMIN_GROUP", "OIDC_ALLOWED_EMAIL_DOMAINS",
+                "OIDC_REDIRECT_URI")
 SSO_VARIABLES = (*SSO_REQUIRED, *SSO_OPTIONAL, "PASSWORD_LOGIN")
 DEFAULT_SCOPES = "openid email profile"
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
@@ -270,6 +271,7 @@ def _sso_settings(setting: Any) -> dict[str, Any]:
         "OIDC_GROUPS_CLAIM": None,
         "OIDC_ADMIN_GROUP": None,
         "OIDC_ALLOWED_EMAIL_DOMAINS": (),
+        "OIDC_REDIRECT_URI": None,
     }
     if not enabled:
         return values
@@ -289,11 +291,18 @@ def _sso_settings(setting: Any) -> dict[str, Any]:
         if not _DOMAIN_RE.match(domain):
             raise ConfigError(f"OIDC_ALLOWED_EMAIL_DOMAINS: {domain[:80]!r} is not a domain name.")
         domains.append(domain)
+    redirect_uri = text("OIDC_REDIRECT_URI")
+    if redirect_uri:
+        parts = urlsplit(redirect_uri)
+        if parts.scheme not in ("https", "http") or not parts.hostname or not parts.path.endswith("/auth/oidc/callback"):
+            raise ConfigError("OIDC_REDIRECT_URI must be the app's absolute URL of /auth/oidc/callback, as "
+                              "registered at the identity provider.")
     values.update({
         "OIDC_SCOPES": " ".join(scopes),
         "OIDC_GROUPS_CLAIM": groups_claim or None,
         "OIDC_ADMIN_GROUP": admin_group or None,
         "OIDC_ALLOWED_EMAIL_DOMAINS": tuple(domains),
+        "OIDC_REDIRECT_URI": redirect_uri or None,
     })
     return values
 

@@ -23,6 +23,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def rfc3339(value: datetime | None) -> str | None:
+    """A UTC timestamp as the API and the audit export write it: RFC 3339, microseconds, `Z`."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def new_uuid() -> uuid.UUID:
     return uuid.uuid4()
 

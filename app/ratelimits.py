@@ -42,7 +42,7 @@ from flask_limiter import Limiter
 from flask_login import current_user
 
 from app.device_cookies import exempts_from_email_limit
-from app.services.users import normalize_email
+from app.services.text import normalize_email
 
 EXTENSION = "switchboard.limiter"
 LOGIN_ENDPOINT = "auth.login"

@@ -19,6 +19,7 @@ RESOURCE_PAGES = {
     "ai_provider_key": ("admin.provider_detail", "provider_id"),  # the provider the key belongs to
     "chat_model_config": ("admin.edit_model_config", "config_id"),
     "chat_provider": ("admin.edit_legacy_provider", "provider_id"),
+    "group": ("admin.group_detail", "group_id"),
     "user": ("admin.audit_log", "actor"),  # users have no page of their own: what they did
 }
 

@@ -9,7 +9,6 @@ from app.api import responses as out
 from app.api.auth import access
 from app.api.openapi import doc
 from app.api.schemas import AuditEventsQuery
-from app.api.serializers import audit_event_dict
 from app.api.util import parse_query
 from app.services import audit
 
@@ -37,7 +36,7 @@ def list_audit_events():
         until=audit.parse_instant(query.until, "until", allow_date=False))
     limit = query.limit or DEFAULT_LIMIT
     page = audit.page_events(filters, limit, before=query.before)
-    response = jsonify([audit_event_dict(e) for e in page.events])
+    response = jsonify([audit.event_record(e) for e in page.events])
     if page.older is not None:
         kept = {k: v for k, v in query.model_dump(exclude={"before", "limit"}).items() if v not in (None, "")}
         next_url = url_for("api.list_audit_events", **kept, limit=limit, before=page.older)

@@ -52,10 +52,11 @@ def test_user_key(provider_id: str):
 @access("admin")
 @doc("Discover a provider's models", responses={200: list[out.ModelId]}, errors=(409, 429, 502, 504))
 def list_provider_models(provider_id: str):
-    """The models the provider serves, asked with its oldest key: `[{"id": str}]`, sorted.
+    """The models the provider serves, asked with the key that serves it (its oldest key the
+    provider has not refused): `[{"id": str}]`, sorted.
 
     :raise 400: no key, Bedrock, no base URL. :raise 404: provider not found.
-    :raise 409: the provider's oldest key cannot be decrypted with the configured keys.
+    :raise 409: that key cannot be decrypted with the configured keys.
     :raise 502: the provider gave no model list (`detail` is the result); 504 on a timeout.
     """
     return jsonify([{"id": model} for model in key_testing.discover_models(actor(), provider_id)])

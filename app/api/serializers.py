@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from app.api.util import timestamp
-from app.models import AIProvider, AIProviderKey, AuditEvent, ChatModelConfig, ChatProvider, Group
+from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider, Group
 from app.services import legacy
 from app.services.groups import GroupFacts, Member
 from app.services.providers import ProviderFacts, byok_enabled
@@ -158,17 +158,3 @@ def legacy_user_config_dict(config: legacy.UserProviderConfig) -> dict:
     }
 
 
-def audit_event_dict(event: AuditEvent) -> dict:
-    """An audit event, for GET /audit-events and each line of `flask audit export`."""
-    return {
-        "id": event.id,
-        "created_at": timestamp(event.created_at),
-        "actor_id": str(event.actor_id) if event.actor_id else None,
-        "actor_label": event.actor_label,
-        "action": event.action,
-        "resource_type": event.resource_type,
-        "resource_id": event.resource_id,
-        "details": event.details or {},
-        "request_id": event.request_id,
-        "ip": event.ip,
-    }

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from flask import jsonify, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.db import rfc3339
 from app.errors import InvalidInput, Validation
 from app.services.base import Page
 
@@ -121,7 +121,4 @@ def listing(items: list[Any], total: int):
     return response
 
 
-def timestamp(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+timestamp = rfc3339  # the API's timestamps (app.db.rfc3339)

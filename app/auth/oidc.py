@@ -103,7 +103,9 @@ def _metadata(client) -> dict[str, Any]:
 
 
 def _callback_url() -> str:
-    return url_for("auth.oidc_callback", _external=True)
+    """The redirect URI: OIDC_REDIRECT_URI when set (behind a TLS terminator the request's own
+    scheme and host are the proxy's), else this request's URL of the callback."""
+    return current_app.config["OIDC_REDIRECT_URI"] or url_for("auth.oidc_callback", _external=True)
 
 
 @bp.route("/auth/oidc/login")

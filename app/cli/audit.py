@@ -7,7 +7,6 @@ import json
 import click
 from flask.cli import AppGroup
 
-from app.api.serializers import audit_event_dict
 from app.errors import InvalidInput
 from app.services import audit as service
 
@@ -30,7 +29,7 @@ def export(since: str | None, until: str | None, output) -> None:
         raise click.BadParameter(error.validations[0].detail, param_hint=error.validations[0].field) from None
     written = 0
     for event in service.iter_events(filters):
-        output.write(json.dumps(audit_event_dict(event), ensure_ascii=False, separators=(",", ":")) + "\n")
+        output.write(json.dumps(service.event_record(event), ensure_ascii=False, separators=(",", ":")) + "\n")
         written += 1
     output.flush()
     click.echo(f"{written} events exported.", err=True)

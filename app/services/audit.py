@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.db import rfc3339
 from app.errors import InvalidInput, Validation
 from app.extensions import db
 from app.models import AuditEvent
@@ -246,7 +247,7 @@ def _named(model: type, label: Any, *where: Any, page_id: Any = None) -> Any:
 
 
 def _resource_lookups() -> dict[str, Any]:
-    from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider, User
+    from app.models import AIProvider, AIProviderKey, ChatModelConfig, ChatProvider, Group, User
 
     config_label = sa.func.coalesce(
         sa.select(AIProvider.name).where(AIProvider.id == ChatModelConfig.ai_provider_id).scalar_subquery(),
@@ -258,6 +259,7 @@ def _resource_lookups() -> dict[str, Any]:
         "ai_provider_key": _named(AIProviderKey, key_label, page_id=AIProviderKey.provider_id),
         "chat_model_config": _named(ChatModelConfig, config_label, ChatModelConfig.deleted.is_(False)),
         "chat_provider": _named(ChatProvider, ChatProvider.provider),
+        "group": _named(Group, Group.name),
         "user": _named(User, User.email),
     }
 
@@ -284,3 +286,19 @@ def _as_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def event_record(event: AuditEvent) -> dict[str, Any]:
+    """An event as it leaves the app: each item of GET /audit-events and each line of `audit export`."""
+    return {
+        "id": event.id,
+        "created_at": rfc3339(event.created_at),
+        "actor_id": str(event.actor_id) if event.actor_id else None,
+        "actor_label": event.actor_label,
+        "action": event.action,
+        "resource_type": event.resource_type,
+        "resource_id": event.resource_id,
+        "details": event.details or {},
+        "request_id": event.request_id,
+        "ip": event.ip,
+    }

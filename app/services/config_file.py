@@ -61,6 +61,8 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
+from psycopg.errors import DeadlockDetected, SerializationFailure
+from sqlalchemy.exc import DBAPIError
 
 from app.errors import DomainError, InvalidInput
 from app.extensions import db
@@ -333,6 +335,9 @@ def _unknown_fields(entry: Entry, known: tuple[str, ...], label: str, check: _Ch
 
 # --- import ---------------------------------------------------------------------------------------
 
+LOCK_CONFLICT_ATTEMPTS = 3
+
+
 def import_config(actor: Actor, text: str | bytes, environ: Mapping[str, str], *, dry_run: bool = False,
                   prune: bool = False) -> ImportResult:
     """Apply a configuration file in ONE transaction (see the module docstring). Returns the plan;
@@ -346,6 +351,20 @@ def import_config(actor: Actor, text: str | bytes, environ: Mapping[str, str], *
         return result
     if not _check_top_level(doc, check):
         return result
+    for attempt in range(LOCK_CONFLICT_ATTEMPTS):
+        try:
+            return _import(actor, doc, environ, dry_run=dry_run, prune=prune)
+        except DBAPIError as error:
+            # Two transactions that lock the same rows in different orders: PostgreSQL aborts one
+            # (deadlock) and the import, all or nothing, simply runs again.
+            if not isinstance(error.orig, DeadlockDetected | SerializationFailure) or attempt + 1 == LOCK_CONFLICT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _import(actor: Actor, doc: Entry, environ: Mapping[str, str], *, dry_run: bool, prune: bool) -> ImportResult:
+    result = ImportResult(dry_run=dry_run)
+    check = _Checker(result)
     session = db.session
     try:
         plan = _plan(doc, environ, prune, check)
@@ -381,18 +400,25 @@ def _check_top_level(doc: Any, check: _Checker) -> bool:
 
 def _plan(doc: Entry, environ: Mapping[str, str], prune: bool, check: _Checker) -> dict[str, Any]:
     group_entries = list(_entries(doc, "groups", "group", check))
-    live_groups = {g.name: g for g in db.session.execute(
-        sa.select(Group).order_by(Group.id).with_for_update()).scalars()}
-    group_plans = _plan_groups(group_entries, live_groups, check)
     provider_entries = list(_entries(doc, "providers", "provider", check))
     config_entries = list(_entries(doc, "model_configs", "model config", check))
     named = {e.get("name").strip() for _, e in provider_entries if isinstance(e.get("name"), str)}
     named |= {e.get("provider").strip() for _, e in config_entries if isinstance(e.get("provider"), str)}
-    # Every live provider the file names, locked for the rest of the transaction (all of them with --prune).
+    # Locks in the order the API takes them (providers, then the groups a config names), only on
+    # what the file names (everything with --prune), held for the rest of the transaction.
     stmt = sa.select(AIProvider).where(AIProvider.deleted.is_(False))
     if not prune:
         stmt = stmt.where(AIProvider.name.in_(sorted(named)))
     live = {p.name: p for p in db.session.execute(stmt.order_by(AIProvider.id).with_for_update()).scalars()}
+    group_names = {e.get("name").strip() for _, e in group_entries if isinstance(e.get("name"), str)}
+    for _, entry in config_entries:
+        listed = entry.get("groups")
+        group_names |= {g.strip() for g in listed if isinstance(g, str)} if isinstance(listed, list) else set()
+    groups = sa.select(Group)
+    if not prune:
+        groups = groups.where(Group.name.in_(sorted(group_names)))
+    live_groups = {g.name: g for g in db.session.execute(groups.order_by(Group.id).with_for_update()).scalars()}
+    group_plans = _plan_groups(group_entries, live_groups, check)
     provider_plans = _plan_providers(provider_entries, live, environ, check)
     known_groups = {**{name: g.id for name, g in live_groups.items()}, **dict.fromkeys(group_plans)}
     config_plans, existing_configs = _plan_configs(config_entries, provider_plans, live, known_groups, prune, check)
@@ -686,13 +712,13 @@ def _apply(actor: Actor, plan: dict[str, Any], check: _Checker) -> None:
                 providers.apply_provider_update(actor, item.row.id, item.fields)
             for key in item.new_keys:
                 provider_keys.store_key(actor, item.row.id, key)
+        outside = {p.name: p for p in db.session.execute(  # providers that exist and are not in the file
+            sa.select(AIProvider).where(AIProvider.deleted.is_(False),
+                                        AIProvider.name.not_in(list(plan["providers"])))).scalars()}
         for item in plan["configs"].values():
             current = item.label
             provider = plan["providers"].get(item.provider)
-            row = provider.row if provider is not None else None
-            if row is None:  # a provider that exists and is not in the file
-                row = db.session.execute(sa.select(AIProvider).where(AIProvider.name == item.provider,
-                                                                     AIProvider.deleted.is_(False))).scalar_one()
+            row = provider.row if provider is not None else outside[item.provider]
             who = {**({"access": item.access} if item.access is not None else {}),
                    **({"group_ids": [group_ids[n] for n in item.groups]} if item.groups is not None else {})}
             if item.row is None:
@@ -735,6 +761,8 @@ def _exported_configs() -> Iterator[dict[str, Any]]:
     names: dict[Any, list[str]] = {}
     for config_id, name in db.session.execute(sa.select(ModelConfigGroup.model_config_id, Group.name)
                                               .join(Group, Group.id == ModelConfigGroup.group_id)
+                                              .join(ChatModelConfig, ChatModelConfig.id == ModelConfigGroup.model_config_id)
+                                              .where(ChatModelConfig.deleted.is_(False), ChatModelConfig.access == "groups")
                                               .order_by(Group.name)):
         names.setdefault(config_id, []).append(name)
     rows = db.session.execute(
@@ -749,16 +777,12 @@ def _exported_configs() -> Iterator[dict[str, Any]]:
                "groups": names.get(c.id, [])}
 
 
-def export_config() -> dict[str, Any]:
-    """The configuration as a file would state it: live providers by name, their live configs by
-    (provider, model); never a key, hint or ciphertext. (Legacy configs have no provider name: left out.)"""
-    return {"version": VERSION, "groups": list(_exported_groups()), "providers": list(_exported_providers()),
-            "model_configs": list(_exported_configs())}
-
-
 def export_yaml() -> Iterator[str]:
-    """`export_config()` as YAML text, written entry by entry as the rows are read (memory stays
-    flat whatever the number of configs): block style, keys in the file's order, unicode as is."""
+    """The configuration as a file states it, as YAML text: `version`, then live groups, live
+    providers by name and their live configs by (provider, model); never a key, hint or
+    ciphertext (legacy configs have no provider name: left out). Written entry by entry as the
+    rows are read (memory stays flat whatever the number of configs): block style, keys in the
+    file's order, unicode as is."""
     yield f"version: {VERSION}\n"
     for key, entries in (("groups", _exported_groups()), ("providers", _exported_providers()),
                          ("model_configs", _exported_configs())):

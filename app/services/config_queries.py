@@ -17,7 +17,7 @@ def live(config_id: uuid.UUID) -> sa.Select:
     return sa.select(ChatModelConfig).where(ChatModelConfig.id == config_id, ChatModelConfig.deleted.is_(False))
 
 
-def _label():
+def listing_label():
     """What lists sort by: the display name, or the model id when there is none (the expression
     of the index ix_chat_model_configs_listing, migration 0005)."""
     return sa.func.lower(sa.func.coalesce(sa.func.nullif(ChatModelConfig.display_name, ""), ChatModelConfig.model))
@@ -25,7 +25,7 @@ def _label():
 
 def ordered(stmt: sa.Select) -> sa.Select:
     """Deterministic order for every list: the default first, then by name, model and id."""
-    return stmt.order_by(ChatModelConfig.is_default.desc(), _label(), ChatModelConfig.model, ChatModelConfig.id)
+    return stmt.order_by(ChatModelConfig.is_default.desc(), listing_label(), ChatModelConfig.model, ChatModelConfig.id)
 
 
 def with_providers(stmt: sa.Select) -> sa.Select:

@@ -117,17 +117,16 @@ def _has_default() -> bool:
 
 def promote_default_if_missing(actor: Actor) -> ChatModelConfig | None:
     """When no live config is the default, make one the default, the one people can use (SPEC
-    section 6, "Default promotion"): configs in the enabled set first (those open to everyone
-    before those open only to some groups, SPEC section 9), then other enabled configs, then the
-    rest; within each, the oldest (created_at, then id). Flushes only; runs inside the caller's
-    transaction.
+    section 6, "Default promotion"): configs in the enabled set first, then other enabled configs,
+    then the rest; within each, the oldest (created_at, then id). Who may use a config (its access,
+    SPEC section 9) does not enter into it: the SPEC's order is the order. Flushes only; runs inside
+    the caller's transaction.
 
     Should a concurrent transaction set a default at the same moment, that one stays the default.
     """
     if _has_default():
         return None
-    usefulness = sa.case((sa.and_(in_enabled_set(), ChatModelConfig.access == "everyone"), 0), (in_enabled_set(), 1),
-                         (ChatModelConfig.enabled, 2), else_=3)
+    usefulness = sa.case((in_enabled_set(), 0), (ChatModelConfig.enabled, 1), else_=2)
     candidate = db.session.execute(
         with_providers(sa.select(ChatModelConfig)).where(ChatModelConfig.deleted.is_(False))
         .order_by(usefulness, ChatModelConfig.created_at, ChatModelConfig.id)

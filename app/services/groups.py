@@ -43,7 +43,8 @@ from app.services.base import (
     parse_uuid,
     transaction,
 )
-from app.services.text import clean_text
+from app.services.config_queries import listing_label
+from app.services.text import clean_text, normalize_email
 
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 NAME_MAX = 64
@@ -157,8 +158,7 @@ def group_facts(group_ids: list[uuid.UUID]) -> dict[uuid.UUID, GroupFacts]:
 
 
 def _by_label(stmt: sa.Select) -> sa.Select:
-    label = sa.func.lower(sa.func.coalesce(sa.func.nullif(ChatModelConfig.display_name, ""), ChatModelConfig.model))
-    return stmt.order_by(label, ChatModelConfig.model, ChatModelConfig.id)
+    return stmt.order_by(listing_label(), ChatModelConfig.model, ChatModelConfig.id)
 
 
 def configs_open_to(group_id: uuid.UUID) -> list[ChatModelConfig]:
@@ -323,7 +323,7 @@ def add_member_by_email(actor: Actor, group_id: Any, email: Any) -> Member:
     :raise NotFound: "Group not found.", "User not found." (for the field `email`).
     """
     gid = parse_uuid(group_id, field="group_id")
-    address = email.strip().lower() if isinstance(email, str) else ""
+    address = normalize_email(email) if isinstance(email, str) else ""
     with transaction():
         return _add_member(actor, gid, User.email == address, field="email")
 

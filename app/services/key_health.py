@@ -61,15 +61,19 @@ def failing(result_column: Any) -> sa.ColumnElement[bool]:
     return sa.func.coalesce(result_column.in_(FAILING_RESULTS), sa.false())
 
 
-def record(spec: SecretColumn, key_id: uuid.UUID, result: str, when: datetime | None = None) -> bool:
+def record(spec: SecretColumn, key_id: uuid.UUID, result: str, when: datetime | None = None, *,
+           saved_at: datetime | None = None) -> bool:
     """Remember `result` as the latest test of the key in `spec`'s row `key_id`. Flushes only
     (the caller's transaction commits). An UPDATE, never an insert: a key deleted meanwhile stays
-    deleted (False)."""
+    deleted (False). With `saved_at` (the row's `updated_at` when the key was read), only if the
+    key was not saved anew since: a user key keeps its row id when replaced, and the result of a
+    test of the old key must not mark the new one."""
     table = spec.model.__table__
     ciphertext = getattr(spec.model, spec.ciphertext_attr)
+    unchanged = spec.model.updated_at == saved_at if saved_at is not None else sa.true()
     updated = db.session.execute(
         sa.update(spec.model)
-        .where(spec.model.id == key_id, ciphertext.is_not(None))
+        .where(spec.model.id == key_id, ciphertext.is_not(None), unchanged)
         .values({spec.tested_at_attr: when or utcnow(), spec.result_attr: result})
         .returning(table.c.id)
         .execution_options(synchronize_session=False)
@@ -91,7 +95,7 @@ def report(actor: Actor, key_id: Any, result: Any) -> None:
     with transaction():
         for spec in SECRET_COLUMNS:
             if record(spec, key_id, result):
-                audit.record(actor, "credentials.report", spec.table, key_id, key_id=key_id, result=result,
+                audit.record(actor, "credentials.report", spec.resource_type, key_id, key_id=key_id, result=result,
                              failing=is_failing(result))
                 return
         raise NotFound(KEY_NOT_FOUND)

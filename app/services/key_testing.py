@@ -155,11 +155,11 @@ def _test_key(actor: Actor, provider: AIProvider, key: Any, action: str, resourc
     latest test (key health: a refusal marks it failing, anything else clears that) and audit it,
     never the key. A key deleted during the call stays deleted."""
     call = _prepare(provider, _open(key), purpose="test")
-    provider_id, key_id, hint, spec = provider.id, key.id, key.hint, secrets.spec_for(key)
+    provider_id, key_id, hint, spec, saved_at = provider.id, key.id, key.hint, secrets.spec_for(key), key.updated_at
     _release_session(actor)
     outcome = _run(call)
     with transaction():
-        key_health.record(spec, key_id, outcome.result)
+        key_health.record(spec, key_id, outcome.result, saved_at=saved_at)
         audit.record(actor, action, resource_type, key_id, provider_id=provider_id,
                      result=outcome.result, status=call.status)
     metrics.count_key_test(outcome.result)
@@ -167,7 +167,7 @@ def _test_key(actor: Actor, provider: AIProvider, key: Any, action: str, resourc
 
 
 def discover_models(actor: Actor, provider_id: Any) -> list[str]:
-    """The model ids the provider serves, asked with its oldest key (admins); sorted, unique.
+    """The model ids the provider serves, asked with the key that serves it (its oldest not refused; admins); sorted, unique.
 
     :raise Forbidden: not an admin. :raise NotFound: "AI provider not found."
     :raise InvalidInput: "AI provider has no API key.", Bedrock, no base URL.
@@ -176,7 +176,9 @@ def discover_models(actor: Actor, provider_id: Any) -> list[str]:
     _require_admin(actor)
     pid = parse_uuid(provider_id)
     provider = providers.get_provider(pid)
-    key = provider_keys.oldest_key(pid)
+    # The key that serves the provider's requests (its oldest the provider has not refused),
+    # else its oldest: a refused key is passed over here as in resolution (key health).
+    key = provider_keys.serving_key(pid) or provider_keys.oldest_key(pid)
     if key is None:
         raise InvalidInput(NO_PROVIDER_KEY, detail="Add an API key to this provider to discover its models.")
     call = _prepare(provider, _open(key), purpose="models")

@@ -53,6 +53,7 @@ from app.services.base import (
     parse_uuid,
     transaction,
 )
+from app.services.key_health import is_failing
 from app.services.own_keys import OwnKeyKind, delete_own_key, save_own_key
 from app.services.provider_keys import clean_api_key
 from app.services.providers import TYPE_LABELS, clean_base_url, clean_display_name
@@ -128,8 +129,10 @@ def central_key_available(provider: ChatProvider) -> bool:
 
 
 def uses_central_fallback(provider: ChatProvider) -> bool:
-    """Users without a key of their own are served by the central key."""
-    return provider.allow_central_api_key_fallback and central_key_available(provider)
+    """Users without a key of their own are served by the central key: the fallback is on, and the
+    central credential can serve and was not refused (key health, as resolution decides)."""
+    return (provider.allow_central_api_key_fallback and central_key_available(provider)
+            and not is_failing(provider.api_key_last_test_result))
 
 
 # --- reads -------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, Validation
@@ -27,7 +26,7 @@ from app.models import (
     UserAIProviderKey,
 )
 from app.services import audit
-from app.services.base import Actor, Page, count, flush_unique, lock_one, parse_uuid, transaction
+from app.services.base import Actor, Page, byok_allowed, count, flush_unique, lock_one, parse_uuid, transaction
 from app.services.base_urls import current_allowlist, normalize_base_url
 from app.services.default_model import promote_default_if_missing
 from app.services.key_health import failing, stale_before
@@ -132,7 +131,7 @@ def relies_on_shared_key(provider: AIProvider) -> bool:
 
 def byok_enabled(provider: AIProvider) -> bool:
     """Users may bring their own key: the deployment allows it and the policy is not provider_only."""
-    return bool(current_app.config["ALLOW_BYOK"]) and provider.key_policy != "provider_only"
+    return byok_allowed() and provider.key_policy != "provider_only"
 
 
 def clean_fields(fields: dict[str, Any], *, current_name: str | None = None) -> tuple[dict[str, Any], list[InvalidInput]]:

@@ -44,6 +44,8 @@ class SecretColumn:
     ciphertext_attr: str
     digest_attr: str
     owners: Callable[[Any], tuple]  # the row's owners, bound into the associated data
+    # What the audit log calls a key of this table (key health reports are recorded on it).
+    resource_type: str = ""
     # Key health (SPEC section 11): the key's latest test or report; a new key starts fresh.
     tested_at_attr: str = "last_tested_at"
     result_attr: str = "last_test_result"
@@ -61,11 +63,13 @@ class SecretColumn:
 
 
 SECRET_COLUMNS: tuple[SecretColumn, ...] = (
-    SecretColumn(AIProviderKey, "ciphertext", "key_digest", lambda r: (r.provider_id,)),
-    SecretColumn(UserAIProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.ai_provider_id)),
-    SecretColumn(ChatProvider, "api_key_ciphertext", "api_key_digest", lambda r: (),
+    SecretColumn(AIProviderKey, "ciphertext", "key_digest", lambda r: (r.provider_id,), "ai_provider_key"),
+    SecretColumn(UserAIProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.ai_provider_id),
+                 "user_ai_provider_key"),
+    SecretColumn(ChatProvider, "api_key_ciphertext", "api_key_digest", lambda r: (), "chat_provider",
                  tested_at_attr="api_key_last_tested_at", result_attr="api_key_last_test_result"),
-    SecretColumn(UserChatProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.chat_provider_id)),
+    SecretColumn(UserChatProviderKey, "ciphertext", "key_digest", lambda r: (r.user_id, r.chat_provider_id),
+                 "user_chat_provider_key"),
 )
 _BY_MODEL = {spec.model: spec for spec in SECRET_COLUMNS}
 

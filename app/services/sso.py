@@ -40,6 +40,7 @@ from app.extensions import db
 from app.models import Group, GroupMember, User, UserIdentity
 from app.services import audit, users
 from app.services.base import Actor, flush_unique, transaction
+from app.services.text import normalize_email
 
 SSO_ACTOR_LABEL = "sso"
 
@@ -114,7 +115,7 @@ def read_claims(raw: Mapping[str, Any], config: Settings) -> Claims:
     if not isinstance(subject, str) or not subject or len(subject) > 255:
         raise SsoFailure("invalid_token", check="sub")
     email = raw.get("email")
-    email = users.normalize_email(email) if isinstance(email, str) else ""
+    email = normalize_email(email) if isinstance(email, str) else ""
     if not users.looks_like_email(email):
         raise SsoFailure("email_missing")
     verified = raw.get("email_verified")

@@ -67,3 +67,8 @@ def _error(message: str, field: str, detail: str, as_validation: bool) -> Invali
     if as_validation:
         return InvalidInput(message, validations=[Validation(field, detail)])
     return InvalidInput(message, detail=detail, field=field)
+
+
+def normalize_email(email: str | None) -> str:
+    """How an email address is compared and stored: trimmed, lower case."""
+    return (email or "").strip().lower()

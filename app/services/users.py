@@ -25,12 +25,11 @@ from app.services.passwords import (
     needs_rehash,
     verify_password,
 )
+from app.services.text import normalize_email
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
-def normalize_email(email: str | None) -> str:
-    return (email or "").strip().lower()
 
 
 def _validate_new_user(email: str, name: str, password: str) -> list[Validation]:

@@ -38,8 +38,6 @@ def explain(resolution: Resolution) -> str:
             return f"{provider} is turned off by an administrator."
         case "model_disabled":
             return "An administrator turned this model off."
-        case "model_not_allowed":
-            return "This model is open only to members of some groups. Ask an administrator."
     return "This model is not available right now."
 
 

@@ -82,6 +82,9 @@ def upgrade():
 
 
 def downgrade():
+    # Without the access column every config would be open to everyone: fail closed instead, the
+    # configs open only to some groups are disabled (an administrator re-enables what they mean).
+    op.execute(sa.text("UPDATE chat_model_configs SET enabled = :off WHERE access = 'groups'").bindparams(off=False))
     with _configs_table() as batch_op:
         batch_op.drop_constraint(batch_op.f("ck_chat_model_configs_access"), type_="check")
         batch_op.drop_column("access")

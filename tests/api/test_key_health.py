@@ -5,7 +5,6 @@ would; the pages are in tests/pages/test_key_health_pages.py."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 
 from tests.support import new_key
 from tests.support.db import sql
+from tests.support.factories import oldest_first
 
 REPORT = "/credentials/report"
 
@@ -25,10 +25,8 @@ def make_provider(app, name="prov", key_policy="provider_only", keys=()) -> tupl
     with app.app_context():
         actor = Actor.system("test")
         provider = providers.create_provider(actor, type="openai", name=name, key_policy=key_policy)
-        ids = []
-        for key in keys:
-            ids.append(str(provider_keys.add_key(actor, provider.id, key).id))
-            time.sleep(0.002)  # distinct created_at: "oldest" is well defined
+        ids = [str(provider_keys.add_key(actor, provider.id, key).id) for key in keys]
+        oldest_first(ids)
         return str(provider.id), ids
 
 
@@ -58,7 +56,7 @@ def reports(app) -> list[tuple[str, dict]]:
     with app.app_context():
         rows = db.session.execute(sa.select(AuditEvent).where(AuditEvent.action == "credentials.report")
                                   .order_by(AuditEvent.id)).scalars().all()
-        return [(r.resource_id, r.details) for r in rows]
+        return [(r.resource_type, r.resource_id, r.details) for r in rows]
 
 
 # --- the hand-out names its key; the report records how it fared -----------------------------
@@ -84,8 +82,8 @@ def test_the_hand_out_names_the_key_and_a_report_marks_it(app, admin_api, servic
     body = hand_out(service_api, member, cid)
     assert (body["available"], body["key_source"], body["key_id"], body["api_key"]) == (True, "provider", second_id,
                                                                                         second)
-    [(resource_id, details)] = reports(app)
-    assert resource_id == first_id
+    [(resource_type, resource_id, details)] = reports(app)
+    assert (resource_type, resource_id) == ("ai_provider_key", first_id)
     assert details == {"key_id": first_id, "result": "invalid_key", "failing": True}
     audit_text = str(sql(app, "SELECT details FROM audit_events"))
     assert first not in audit_text and second not in audit_text
@@ -269,3 +267,13 @@ def test_a_report_on_a_deleted_key_does_not_bring_it_back(app, admin_api, servic
     assert admin_api.delete(f"/ai-providers/{pid}/keys/{key_id}").status_code == 204
     assert report(service_api, key_id, "ok").status_code == 404
     assert sql(app, "SELECT count(*) FROM ai_provider_keys") == [(0,)]
+
+
+def test_legacy_user_configs_say_there_is_no_fallback_while_the_central_key_is_refused(app, service_api,
+                                                                                       member_api):
+    lpid = make_legacy(app, api_key=new_key("central"), user=True, fallback=True)
+    [config] = member_api.get("/user-provider-configs").get_json()
+    assert config["has_central_api_key_fallback"] is True
+    report(service_api, lpid, "invalid_key")
+    [config] = member_api.get("/user-provider-configs").get_json()
+    assert config["has_central_api_key_fallback"] is False  # as resolution: provider_keys_failing

@@ -772,3 +772,16 @@ def test_a_user_testing_their_key_remembers_the_result(fast, admin, member, memb
     assert member_api.post(f"/user-ai-provider-keys/{setup.pid}/test").get_json()["result"] == "forbidden"
     [config] = member_api.get("/user-ai-provider-keys").get_json()
     assert (config["last_test_result"], config["has_user_api_key"]) == ("forbidden", True)
+
+
+def test_discovery_passes_over_a_refused_key(fast, admin, admin_api, stubs):
+    server = stubs("ok")
+    setup = add_provider(fast, admin, server.url + "/v1", keys=2)
+    with fast.app_context():
+        from app.services import key_health
+        from app.services.secrets import SECRET_COLUMNS
+
+        key_health.record(SECRET_COLUMNS[0], uuid.UUID(setup.key_ids[0]), "invalid_key")
+        db.session.commit()
+    assert admin_api.get(f"/ai-providers/{setup.pid}/models").status_code == 200
+    assert server.hits[-1].headers["authorization"] == f"Bearer {setup.keys[1]}"

@@ -272,10 +272,12 @@ def test_a_user_in_one_of_several_groups_may_use_it(app, admin_api, provider_id)
     assert alice_api.get(f"/model-configs/{config['id']}/resolution").get_json()["available"] is True
 
 
-def test_a_new_default_is_one_open_to_everyone_before_one_open_only_to_groups(app, admin_api, provider_id):
+def test_promotion_follows_the_specs_order_whoever_may_use_the_config(app, admin_api, provider_id):
+    """SPEC section 6: the enabled set first, the oldest within it; access (section 9) does not
+    reorder it, so an older config open only to a group is promoted before a newer open one."""
     team = make_group(app, "team")
     default = create(admin_api, provider_id, "default")
-    create(admin_api, provider_id, "older-restricted", access="groups", group_ids=[team])
-    newer_open = create(admin_api, provider_id, "newer-open")
+    older_restricted = create(admin_api, provider_id, "older-restricted", access="groups", group_ids=[team])
+    create(admin_api, provider_id, "newer-open")
     assert admin_api.delete(f"/model-configs/{default['id']}").status_code == 204
-    assert admin_api.get(f"/model-configs/{newer_open['id']}").get_json()["is_default"] is True
+    assert admin_api.get(f"/model-configs/{older_restricted['id']}").get_json()["is_default"] is True

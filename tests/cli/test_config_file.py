@@ -60,12 +60,13 @@ def run(runner):
 
 
 def state(app):
-    """The configuration as the database holds it (what an export would say), and the key count."""
-    from app.services import config_file
+    """The configuration as the database holds it (what `config export` writes, parsed), and the
+    key count."""
+    import yaml
 
-    with app.app_context():
-        exported = config_file.export_config()
-    return exported, sql(app, "SELECT count(*) FROM ai_provider_keys")[0][0]
+    result = app.test_cli_runner().invoke(args=["config", "export"])
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load(result.stdout), sql(app, "SELECT count(*) FROM ai_provider_keys")[0][0]
 
 
 def test_import_creates_then_a_second_import_changes_nothing(app, run, config_file, admin):

@@ -190,10 +190,12 @@ def test_audit_page_names_and_links_resources_that_still_exist(app, client, admi
     provider = admin_api.post("/ai-providers", json={"type": "openai", "name": "named-one"}).get_json()
     gone = admin_api.post("/ai-providers", json={"type": "openai", "name": "gone-one"}).get_json()
     config = admin_api.post("/model-configs", json={"ai_provider_id": provider["id"], "model": "gpt-4o"}).get_json()
+    group = admin_api.post("/groups", json={"name": "named-team"}).get_json()
     admin_api.delete(f"/ai-providers/{gone['id']}")
     login(client, admin.email)
     html = client.get("/admin/audit").get_data(as_text=True)
     assert f'<a href="/admin/providers/{provider["id"]}">named-one</a>' in html
+    assert f'<a href="/admin/groups/{group["id"]}">named-team</a>' in html
     assert f'<a href="/admin/model-configs/{config["id"]}/edit">named-one/gpt-4o</a>' in html
     assert f'<a href="/admin/audit?actor={admin.id}">admin@example.com</a>' in html  # the sign-in event
     assert "gone-one</a>" not in html  # deleted: shown by its id only

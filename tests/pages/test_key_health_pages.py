@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import html
 import re
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from tests.support import new_key, post_form
+from tests.support.factories import oldest_first
 
 
 def make_provider(app, name, key_policy="provider_only", keys=0, display_name=None) -> tuple[str, list[str]]:
@@ -21,10 +21,8 @@ def make_provider(app, name, key_policy="provider_only", keys=0, display_name=No
         actor = Actor.system("test")
         provider = providers.create_provider(actor, type="openai", name=name, key_policy=key_policy,
                                              display_name=display_name)
-        ids = []
-        for i in range(keys):
-            ids.append(provider_keys.add_key(actor, provider.id, new_key(f"{name}-{i}")).id)
-            time.sleep(0.002)
+        ids = [provider_keys.add_key(actor, provider.id, new_key(f"{name}-{i}")).id for i in range(keys)]
+        oldest_first(ids)
         model_configs.create_config(actor, ai_provider_id=provider.id, model=f"{name}-model",
                                     display_name=f"{name.title()} Model")
         return str(provider.id), ids
@@ -66,7 +64,6 @@ def row_of(page: str, label: str) -> str:
 
 
 def test_models_page_says_when_a_key_was_refused(app, member, member_client):
-    today = f"{datetime.now(UTC):%Y-%m-%d}"
     _, shared_keys = make_provider(app, "shared", keys=1, display_name="Shared AI")
     own_pid, _ = make_provider(app, "own", key_policy="user_only", display_name="Own AI")
     fallback_pid, _ = make_provider(app, "fallback", key_policy="user_preferred", keys=1, display_name="Fallback AI")
@@ -75,6 +72,7 @@ def test_models_page_says_when_a_key_was_refused(app, member, member_client):
     refuse(app, save_own_key(app, member, fallback_pid))
 
     page = text(member_client.get("/models"))
+    today = f"{datetime.now(UTC):%Y-%m-%d}"  # the refusals were recorded "now", a moment ago
     assert f"Key refused: Shared AI refused the shared key on {today}" in row_of(page, "Shared Model")
     assert f"Key refused: Own AI refused your key on {today}" in row_of(page, "Own Model")
     fallback = row_of(page, "Fallback Model")

@@ -687,3 +687,12 @@ def test_a_discovery_document_for_another_issuer_is_not_used(make_app, relay):
     html = failed(app.test_client().get("/auth/oidc/login"), 502)
     assert "Ask an administrator" in html
     assert audit(app, "auth.login_failed")[-1]["reason"] == "provider_invalid"
+
+
+def test_the_redirect_uri_can_be_set_for_a_proxy_in_front(make_app, relay):
+    """Behind a TLS terminator the app sees plain http and the proxy's host: OIDC_REDIRECT_URI is
+    what the provider registered, and what the flow sends."""
+    app = make_app(**sso_settings(relay.url, OIDC_REDIRECT_URI="https://switchboard.example.com/auth/oidc/callback"))
+    started = app.test_client().get("/auth/oidc/login")
+    query = parse_qs(urlsplit(started.headers["Location"]).query)
+    assert query["redirect_uri"] == ["https://switchboard.example.com/auth/oidc/callback"]

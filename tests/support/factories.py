@@ -111,3 +111,18 @@ def audit_events(app, action: str) -> list[dict]:
                    "actor_label": e.actor_label, "details": e.details} for e in db.session.execute(stmt).scalars()]
         db.session.rollback()
         return events
+
+
+def oldest_first(key_ids) -> None:
+    """Give the keys distinct ages in their order (the first the oldest): "oldest" is well defined."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.extensions import db
+    from app.models import AIProviderKey
+
+    now = utcnow()
+    for age, key_id in enumerate(reversed(key_ids), start=1):
+        db.session.execute(sa.update(AIProviderKey).where(AIProviderKey.id == uuid.UUID(str(key_id)))
+                           .values(created_at=now - timedelta(minutes=age)))
+    db.session.commit()
